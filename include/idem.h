@@ -1,0 +1,516 @@
+/*
+ * idem.h - run a job once per idempotency key on one host, with SQLite.
+ *
+ * This header is the whole public interface of libidem and its manual.
+ * Anything not declared here is not API and may change at any time.
+ *
+ * CONCEPTS
+ *
+ * A key names one job. Every process and thread on the host that opens the
+ * same database file agrees, for each key, on one row holding a small state
+ * machine:
+ *
+ *   absent --claim--> pending --complete--> completed
+ *                        |   --fail------> failed
+ *                        |   --release---> pending, no lease (claimable now)
+ *                        |   --lease expires or owner dies--> claimable
+ *                        +---(attempts spent)-> poisoned
+ *
+ * idem_begin() looks the key up, and in the same SQLite write transaction
+ * either hands the caller a lease (IDEM_CLAIMED) or tells it why not: the
+ * cached result (IDEM_COMPLETED, IDEM_FAILED), a live lease held elsewhere
+ * (IDEM_BUSY, with the real time left on it) or a spent attempt budget
+ * (IDEM_POISONED). Every claim counts one attempt and carries a fencing
+ * token: a 64-bit number that strictly increases with every claim of the
+ * key and is never reused, not even after idem_reset() or a purge.
+ * idem_complete(), idem_release(), idem_fail() and heartbeats only take
+ * effect while the row still carries the caller's owner id and fence, so a
+ * holder that was paused past its TTL and overtaken cannot finish the job
+ * over its successor: it gets IDEM_ELEASELOST and nothing changes.
+ *
+ * WHAT "ONCE" MEANS
+ *
+ * A key is completed at most once and its result never changes afterwards.
+ * A job body can run a second time only when the first holder crashed or
+ * lost its lease (it was paused or cut off past its TTL); that holder's
+ * completion is then rejected. Side effects outside the database should
+ * carry the fencing token so that the system receiving them can refuse a
+ * stale holder too.
+ *
+ * TIME
+ *
+ * Leases are kept on the boot-time clock (CLOCK_BOOTTIME), which every
+ * process of one host shares and which neither NTP nor `date -s` moves; the
+ * row also records the boot id (/proc/sys/kernel/random/boot_id), and a
+ * lease written under another boot id is treated as expired. The wall clock
+ * is used only for retention and display. Limits: processes in different
+ * Linux time namespaces see different boot-time clocks and must not share a
+ * database; where the boot id cannot be read, a reboot is not detected and
+ * a lease from before it ends by its recorded deadline.
+ *
+ * THREADS, PROCESSES, FORK
+ *
+ * An idem_db handle may be used by any number of threads at once: every call
+ * takes the handle's mutex around its transaction. A lease may be used by
+ * one thread at a time; idem_lease_lost() may be called from any thread.
+ * Any number of processes may open the same file, on one host only: SQLite's
+ * WAL mode needs shared memory, so network file systems are not supported.
+ * A handle must not be used across fork(): the child opens its own.
+ *
+ * ERRORS
+ *
+ * Functions that can fail return an int: 0 (IDEM_OK) or a positive answer
+ * on success, a negative IDEM_E* code on failure. idem_errstr() names a code;
+ * idem_errmsg() describes the last failure on a handle, with the file name
+ * and SQLite's own message where there is one. The library never writes to
+ * stdout or stderr; it reports through the optional log callback.
+ *
+ * MEMORY
+ *
+ * Input buffers are copied; the library keeps no pointer to them after a
+ * call returns. Memory the library hands out is released with the matching
+ * function named in each declaration (idem_answer_clear(),
+ * idem_record_clear(), idem_lease_free()), never with free().
+ */
+#ifndef IDEM_H
+#define IDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(IDEM_STATIC)
+#define IDEM_EXPORT
+#elif defined(__GNUC__)
+#define IDEM_EXPORT __attribute__((visibility("default")))
+#else
+#define IDEM_EXPORT
+#endif
+
+/* The version, kept here and nowhere else; the build reads it from here. */
+#define IDEM_VERSION_MAJOR 0
+#define IDEM_VERSION_MINOR 1
+#define IDEM_VERSION_PATCH 0
+#define IDEM_VERSION_STRING "0.1.0"
+#define IDEM_VERSION_NUMBER                                                    \
+  (IDEM_VERSION_MAJOR * 1000000 + IDEM_VERSION_MINOR * 1000 +                  \
+   IDEM_VERSION_PATCH)
+
+/* Limits on what the library stores, in bytes. Larger inputs are refused
+ * with IDEM_ETOOBIG, never truncated. */
+#define IDEM_MAX_KEY 4096
+#define IDEM_MAX_RESULT (16 * 1024 * 1024)
+#define IDEM_MAX_FINGERPRINT 65536
+#define IDEM_MAX_NAME 256
+#define IDEM_MAX_REASON 1024
+
+/* --- Result codes -------------------------------------------------------
+ * Errors are negative. Their numbers are fixed: new codes are appended,
+ * none is ever reused. */
+#define IDEM_OK 0
+#define IDEM_EINVAL (-1)      /* an argument is NULL, empty or malformed */
+#define IDEM_EMISUSE (-2)     /* call out of order: lease already finished,
+                                 handle closed with leases held, ... */
+#define IDEM_ENOMEM (-3)      /* out of memory; nothing was changed */
+#define IDEM_ELEASELOST (-4)  /* the lease is no longer the caller's: another
+                                 owner claimed the key, or it was reset */
+#define IDEM_EMISMATCH (-5)   /* the key is known with another fingerprint */
+#define IDEM_ETOOBIG (-6)     /* key, result, fingerprint, name or reason
+                                 is over its IDEM_MAX_* limit */
+#define IDEM_ENOTFOUND (-7)   /* no row for that key (idem_get, idem_reset) */
+#define IDEM_ECANTOPEN (-8)   /* the file cannot be opened or created (no such
+                                 directory, a directory, permissions) */
+#define IDEM_ENOTDB (-9)      /* the file is not an SQLite database */
+#define IDEM_EFOREIGN (-10)   /* an SQLite database of another application
+                                 (see IDEM_OPEN_SHARED) */
+#define IDEM_ESCHEMA (-11)    /* idem tables of an unknown or newer schema */
+#define IDEM_EREADONLY (-12)  /* the database cannot be written */
+#define IDEM_EFULL (-13)      /* the disk or file system is full */
+#define IDEM_EBUSY (-14)      /* the database stayed locked past the busy
+                                 timeout; nothing was changed */
+#define IDEM_EIO (-15)        /* an I/O error or another storage failure */
+#define IDEM_ECORRUPT (-16)   /* the database file is damaged */
+#define IDEM_EUNKNOWN (-17)   /* the commit of a completion failed: it may or
+                                 may not be stored (see idem_complete()) */
+
+/* Answers of idem_begin() and idem_run(): positive, never errors. */
+#define IDEM_CLAIMED 1   /* the caller holds the lease and runs the job */
+#define IDEM_COMPLETED 2 /* done before (or by idem_run now): the result */
+#define IDEM_FAILED 3    /* failed terminally with idem_fail(): its result */
+#define IDEM_BUSY 4      /* another owner holds a live lease */
+#define IDEM_POISONED 5  /* max_attempts spent; runs again after a reset */
+#define IDEM_RELEASED 6  /* idem_run() only: the job ran and asked to be
+                            retried; the lease was released */
+
+/* States of a stored row, as idem_get() and idem_list() report them. */
+#define IDEM_STATE_ABSENT 0
+#define IDEM_STATE_PENDING 1
+#define IDEM_STATE_COMPLETED 2
+#define IDEM_STATE_FAILED 3
+#define IDEM_STATE_POISONED 4
+
+typedef struct idem_db idem_db;
+typedef struct idem_lease idem_lease;
+
+/* --- Version and errors ------------------------------------------------ */
+
+/* The library's version string and number (IDEM_VERSION_NUMBER of the
+ * library actually linked). Thread-safe. */
+IDEM_EXPORT const char *idem_version(void);
+IDEM_EXPORT int idem_version_number(void);
+
+/* A short static English description of a result code or answer, e.g.
+ * "lease lost". Unknown codes give "unknown result code". Thread-safe; the
+ * string is static and must not be freed. */
+IDEM_EXPORT const char *idem_errstr(int code);
+
+/* The message of the most recent failure on this handle, naming the file
+ * and cause, or "" if none. The pointer is owned by the handle and valid
+ * until the next call on it. When threads share a handle the message may
+ * belong to another thread's call; the code each call returned is always
+ * its own. Returns "" for NULL. */
+IDEM_EXPORT const char *idem_errmsg(const idem_db *db);
+
+/* --- Opening a database ------------------------------------------------ */
+
+#define IDEM_SYNC_NORMAL 1 /* WAL + synchronous=NORMAL: survives a crash of
+                              the application; a power loss may lose the
+                              last transactions (a completion then reverts to
+                              a claimable key, never half written) */
+#define IDEM_SYNC_FULL 2   /* WAL + synchronous=FULL: every answer is on
+                              stable storage before it is returned */
+
+#define IDEM_FAIL_CLOSED 0 /* storage error on begin: the error is returned
+                              and nothing runs (default) */
+#define IDEM_FAIL_OPEN 1   /* storage error on begin: IDEM_CLAIMED with an
+                              unguarded lease, so the job runs without
+                              protection. Unsafe; for callers who prefer a
+                              duplicate run to no run at all. */
+
+/* Flags of idem_options.flags. */
+#define IDEM_OPEN_READONLY 0x1 /* only idem_get/list/stats; no file changes */
+#define IDEM_OPEN_NOCREATE 0x2 /* fail with IDEM_ECANTOPEN if absent */
+#define IDEM_OPEN_SHARED 0x4   /* allow adding the idem tables to a database
+                                  that already holds other tables */
+
+/* Which clock the clock callback is asked for. */
+#define IDEM_CLOCK_LEASE 0 /* milliseconds of boot time: lease deadlines */
+#define IDEM_CLOCK_WALL 1  /* milliseconds since the Unix epoch: retention */
+
+#define IDEM_LOG_ERROR 0
+#define IDEM_LOG_WARN 1
+#define IDEM_LOG_INFO 2
+
+typedef struct idem_options {
+  /* IDEM_OPTIONS_VERSION of the header the caller was compiled with. The
+   * struct only grows at its end; the library reads only the fields that
+   * version has and uses defaults for the rest. */
+  unsigned version;
+  int64_t ttl_ms;           /* lease lifetime; default 60000; > 0 */
+  int64_t heartbeat_ms;     /* refresh period; 0 = ttl_ms / 2; < 0 = no
+                               background thread (call idem_heartbeat()) */
+  uint32_t max_attempts;    /* claims per key before it is poisoned;
+                               default 5; 0 = unlimited */
+  int64_t retention_ms;     /* how long completed and failed rows are served;
+                               default 86400000 (24 h); 0 = forever */
+  int busy_timeout_ms;      /* wait for the write lock; default 5000 */
+  int synchronous;          /* IDEM_SYNC_NORMAL (default) or IDEM_SYNC_FULL */
+  int fail_policy;          /* IDEM_FAIL_CLOSED (default) or IDEM_FAIL_OPEN */
+  unsigned flags;           /* IDEM_OPEN_* */
+  /* Called with a message of one line for events worth an operator's eye
+   * (storage errors, lost leases, poisoned keys). May be called from the
+   * heartbeat thread; must not call back into the same handle. */
+  void (*log)(void *ctx, int level, const char *msg);
+  void *log_ctx;
+  /* Replaces the clock (tests move time instead of sleeping). Must return
+   * milliseconds of the clock named by `which` (IDEM_CLOCK_*), never going
+   * backwards for IDEM_CLOCK_LEASE; called from any thread. */
+  int64_t (*clock)(void *ctx, int which);
+  void *clock_ctx;
+  /* Told once, after the commit, when a claim turns a key poisoned. Runs on
+   * the calling thread with no lock held. */
+  void (*on_poison)(void *ctx, const void *key, size_t key_len,
+                    uint32_t attempts);
+  void *poison_ctx;
+  /* Told from the heartbeat when it finds that a lease of this handle was
+   * taken over. Must not block; must not free the lease. */
+  void (*on_lost)(void *ctx, idem_lease *lease);
+  void *lost_ctx;
+} idem_options;
+
+#define IDEM_OPTIONS_VERSION 1
+#define IDEM_OPTIONS_INIT                                                      \
+  {                                                                            \
+    IDEM_OPTIONS_VERSION, 60000, 0, 5, 86400000, 5000, IDEM_SYNC_NORMAL,       \
+        IDEM_FAIL_CLOSED, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL    \
+  }
+
+/* Opens (and if needed creates) the database at `path`: a file name or an
+ * SQLite URI ("file:jobs.db?vfs=..."). `opts` may be NULL for the defaults;
+ * it is copied. On success *out is a handle to close with idem_close().
+ *
+ * Before writing anything the file is checked: a file that is not an SQLite
+ * database (IDEM_ENOTDB), a database of another application (IDEM_EFOREIGN,
+ * unless IDEM_OPEN_SHARED) and an idem schema newer than this library
+ * (IDEM_ESCHEMA) are refused and left byte for byte as they were.
+ *
+ * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM, IDEM_ECANTOPEN, IDEM_ENOTDB,
+ * IDEM_EFOREIGN, IDEM_ESCHEMA, IDEM_EREADONLY, IDEM_EFULL, IDEM_EBUSY,
+ * IDEM_EIO, IDEM_ECORRUPT. On failure *out is NULL unless the failure
+ * happened after the handle was made, in which case *out is a handle whose
+ * idem_errmsg() explains and which must still be closed: check *out.
+ * Thread-safe. */
+IDEM_EXPORT int idem_open(idem_db **out, const char *path,
+                          const idem_options *opts);
+
+/* Closes the handle and frees it. Refused with IDEM_EMISUSE (and nothing
+ * happens) while leases of this handle are still held: finish or free them
+ * first. idem_close(NULL) returns IDEM_OK. Not thread-safe: no other call
+ * on `db` may run or follow. */
+IDEM_EXPORT int idem_close(idem_db *db);
+
+/* --- Claiming and finishing a key -------------------------------------- */
+
+typedef struct idem_begin_opts {
+  unsigned version;              /* IDEM_BEGIN_OPTS_VERSION */
+  const void *fingerprint;       /* what the request was; may be NULL */
+  size_t fingerprint_len;        /* <= IDEM_MAX_FINGERPRINT */
+  const char *name;              /* task name to record; may be NULL */
+  int64_t wait_ms;               /* if busy, wait up to this long for the key
+                                    to complete or become claimable; 0 = no
+                                    wait; < 0 = wait without limit */
+} idem_begin_opts;
+
+#define IDEM_BEGIN_OPTS_VERSION 1
+#define IDEM_BEGIN_OPTS_INIT                                                   \
+  { IDEM_BEGIN_OPTS_VERSION, NULL, 0, NULL, 0 }
+
+/* What idem_begin() and idem_run() found. Initialise with IDEM_ANSWER_INIT;
+ * release with idem_answer_clear(), which may be called any number of
+ * times. */
+typedef struct idem_answer {
+  unsigned version;    /* IDEM_ANSWER_VERSION */
+  int status;          /* the answer, IDEM_CLAIMED ... IDEM_RELEASED */
+  idem_lease *lease;   /* IDEM_CLAIMED: the lease, owned by the caller, to
+                          finish with idem_complete/release/fail and then
+                          free with idem_lease_free(); not freed by
+                          idem_answer_clear() */
+  void *result;        /* IDEM_COMPLETED, IDEM_FAILED: the stored bytes
+                          (a private copy, NUL-terminated for convenience,
+                          owned by the answer) */
+  size_t result_len;
+  int code;            /* the code given to idem_fail() (0 if completed) */
+  uint32_t attempts;   /* claims counted so far, this one included */
+  uint64_t fence;      /* fencing token of the current or last claim */
+  char owner[37];      /* IDEM_CLAIMED, IDEM_BUSY: the lease owner's UUID */
+  int64_t lease_ms;    /* IDEM_CLAIMED, IDEM_BUSY: milliseconds left on the
+                          lease */
+  int64_t finished_at; /* IDEM_COMPLETED, IDEM_FAILED: wall time, ms */
+  int unguarded;       /* IDEM_CLAIMED under IDEM_FAIL_OPEN after a storage
+                          error: no row protects this run */
+  int ran;             /* idem_run(): the job ran in this call */
+} idem_answer;
+
+#define IDEM_ANSWER_VERSION 1
+#define IDEM_ANSWER_INIT                                                       \
+  { IDEM_ANSWER_VERSION, 0, NULL, NULL, 0, 0, 0, 0, {0}, 0, 0, 0, 0 }
+
+/* Looks up `key` (any bytes, 1..IDEM_MAX_KEY long, NUL bytes allowed) and,
+ * in one write transaction, claims it or reports why not. `opts` may be
+ * NULL. `out` must have been initialised with IDEM_ANSWER_INIT or cleared.
+ *
+ * Returns the answer (also in out->status):
+ *   IDEM_CLAIMED   out->lease is the caller's; attempts, fence, owner and
+ *                  lease_ms describe it; the heartbeat keeps it alive.
+ *   IDEM_COMPLETED out->result holds the cached result; nothing was written.
+ *   IDEM_FAILED    out->result and out->code hold the recorded failure.
+ *   IDEM_BUSY      out->lease_ms is the real time left on the other owner's
+ *                  lease (a good moment to retry); no attempt was counted.
+ *   IDEM_POISONED  the attempts are spent (maybe by this very call, which
+ *                  then tells on_poison); stays so until idem_reset().
+ * or an error: IDEM_EINVAL, IDEM_ETOOBIG, IDEM_EMISMATCH (a different
+ * fingerprint was recorded for the key; nothing is revealed of it),
+ * IDEM_EREADONLY, IDEM_ENOMEM, IDEM_EBUSY, IDEM_EFULL, IDEM_EIO,
+ * IDEM_ECORRUPT. On error nothing was changed.
+ * Thread-safe. */
+IDEM_EXPORT int idem_begin(idem_db *db, const void *key, size_t key_len,
+                           const idem_begin_opts *opts, idem_answer *out);
+
+/* Frees what the answer owns (not the lease) and resets it to
+ * IDEM_ANSWER_INIT. NULL is a no-op. Thread-safe for distinct answers. */
+IDEM_EXPORT void idem_answer_clear(idem_answer *out);
+
+/* Stores `result` (len bytes, 0..IDEM_MAX_RESULT; NULL only when len is 0)
+ * and makes the key completed, if and only if the row still carries this
+ * lease's owner and fence. Retention starts now.
+ *
+ * Returns IDEM_OK; IDEM_ELEASELOST (another owner claimed the key or it was
+ * reset; nothing changed); IDEM_EMISUSE (the lease was already finished);
+ * IDEM_EINVAL; IDEM_ETOOBIG; IDEM_ENOMEM, IDEM_EBUSY, IDEM_EFULL,
+ * IDEM_EREADONLY, IDEM_EIO, IDEM_ECORRUPT (nothing was stored; the lease is
+ * still held, call again); or IDEM_EUNKNOWN: the commit itself failed, so
+ * the completion may or may not be on disk. After IDEM_EUNKNOWN call
+ * idem_complete() again with the same result: it returns IDEM_OK once the
+ * completion is stored, whether by the first call or this one, or
+ * IDEM_ELEASELOST if it was not and the key has moved on.
+ * Not thread-safe for one lease; thread-safe across leases. */
+IDEM_EXPORT int idem_complete(idem_lease *lease, const void *result,
+                              size_t len);
+
+/* Records a terminal failure: the key answers IDEM_FAILED with `result`
+ * and `code` until retention ends or it is reset. Fenced like
+ * idem_complete(), with the same result codes. */
+IDEM_EXPORT int idem_fail(idem_lease *lease, int code, const void *result,
+                          size_t len);
+
+/* Gives the lease back: the attempt stays counted and the key can be
+ * claimed again at once. `reason` (may be NULL, <= IDEM_MAX_REASON) is kept
+ * for the log. Fenced; returns IDEM_OK, IDEM_ELEASELOST, IDEM_EMISUSE,
+ * IDEM_ETOOBIG or a storage error (the lease then ends by its TTL). */
+IDEM_EXPORT int idem_release(idem_lease *lease, const char *reason);
+
+/* Non-zero once the lease is known to be lost: a heartbeat or a fenced call
+ * found another owner's claim. The job should stop; its result will be
+ * refused. Thread-safe. */
+IDEM_EXPORT int idem_lease_lost(const idem_lease *lease);
+
+/* The lease's fencing token and attempt number. Thread-safe. */
+IDEM_EXPORT uint64_t idem_lease_fence(const idem_lease *lease);
+IDEM_EXPORT uint32_t idem_lease_attempt(const idem_lease *lease);
+
+/* Frees a lease object. A lease that is still held is released first (its
+ * attempt stays counted). NULL is a no-op. After this call the pointer is
+ * invalid. Not thread-safe for one lease. */
+IDEM_EXPORT void idem_lease_free(idem_lease *lease);
+
+/* Refreshes every live lease of the handle in one transaction, as the
+ * background thread does every heartbeat_ms. For callers that run without
+ * the thread (heartbeat_ms < 0) or want a refresh now. *lost_out (may be
+ * NULL) gets the number of leases found lost in this round.
+ * Returns IDEM_OK or a storage error. Thread-safe. */
+IDEM_EXPORT int idem_heartbeat(idem_db *db, unsigned *lost_out);
+
+/* --- The whole cycle in one call --------------------------------------- */
+
+/* What a job returns to idem_run(). */
+#define IDEM_JOB_DONE 0  /* complete the key with the result set */
+#define IDEM_JOB_RETRY 1 /* release: the key may be claimed again */
+#define IDEM_JOB_FAIL 2  /* fail terminally with the result set */
+
+/* The job. It may call idem_lease_set_result() to say what to store, and
+ * should check idem_lease_lost() in long loops. */
+typedef int (*idem_job_fn)(void *ctx, idem_lease *lease);
+
+/* Inside a job run by idem_run(): the bytes (copied) and code to store.
+ * Returns IDEM_OK, IDEM_EINVAL, IDEM_ETOOBIG, IDEM_ENOMEM. */
+IDEM_EXPORT int idem_lease_set_result(idem_lease *lease, const void *result,
+                                      size_t len, int code);
+
+/* idem_begin(), then on IDEM_CLAIMED runs fn and completes, releases or
+ * fails the key as fn says, all fenced. With opts->wait_ms a busy key is
+ * waited for (woken early when a lease of this handle ends) and its result
+ * returned. The answer is IDEM_COMPLETED (out->ran tells whether fn ran in
+ * this call), IDEM_FAILED, IDEM_RELEASED, IDEM_BUSY or IDEM_POISONED, or
+ * any error of idem_begin() and idem_complete(); IDEM_ELEASELOST means fn
+ * ran but its result was refused. out->lease is always NULL on return.
+ * Thread-safe. */
+IDEM_EXPORT int idem_run(idem_db *db, const void *key, size_t key_len,
+                         const idem_begin_opts *opts, idem_job_fn fn,
+                         void *ctx, idem_answer *out);
+
+/* --- Administration ---------------------------------------------------- */
+
+/* A stored row, as idem_get() and idem_list() report it. */
+typedef struct idem_record {
+  unsigned version;       /* IDEM_RECORD_VERSION */
+  int state;              /* IDEM_STATE_* */
+  void *key;              /* the key bytes (NUL-terminated copy) */
+  size_t key_len;
+  uint32_t attempts;
+  uint64_t fence;
+  char owner[37];         /* "" when no lease is held */
+  int64_t lease_ms;       /* ms left on the lease; <= 0 when expired */
+  int64_t created_at;     /* wall time, ms since the epoch */
+  int64_t updated_at;
+  int64_t expires_at;     /* end of retention; 0 = kept forever */
+  int code;
+  size_t result_len;
+  void *result;           /* idem_get() only, NUL-terminated; else NULL */
+  int has_fingerprint;
+  char name[IDEM_MAX_NAME + 1];
+} idem_record;
+
+#define IDEM_RECORD_VERSION 1
+#define IDEM_RECORD_INIT                                                       \
+  { IDEM_RECORD_VERSION, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, 0, 0, 0, NULL, 0, {0} }
+
+/* Fills *out with the row of `key`. Returns IDEM_OK, IDEM_ENOTFOUND,
+ * IDEM_EINVAL, IDEM_ETOOBIG or a storage error. Release with
+ * idem_record_clear(). Thread-safe. */
+IDEM_EXPORT int idem_get(idem_db *db, const void *key, size_t key_len,
+                         idem_record *out);
+
+/* Frees what the record owns and resets it. NULL is a no-op. */
+IDEM_EXPORT void idem_record_clear(idem_record *rec);
+
+/* Called once per row by idem_list(), with no lock held; the record is
+ * valid during the call only. Return non-zero to stop. */
+typedef int (*idem_list_fn)(void *ctx, const idem_record *rec);
+
+/* Lists up to `limit` rows in key order, after the key `after` (NULL or
+ * after_len 0 to start at the beginning), of state `state`
+ * (IDEM_STATE_*, or -1 for all). To page, pass the last key seen.
+ * *count_out (may be NULL) gets the number of rows reported.
+ * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM or a storage error.
+ * Thread-safe. */
+IDEM_EXPORT int idem_list(idem_db *db, int state, const void *after,
+                          size_t after_len, unsigned limit, idem_list_fn fn,
+                          void *ctx, unsigned *count_out);
+
+/* Makes the key absent again, so its next begin starts at attempt 1; its
+ * fence stays monotonic. A holder of a live lease on it loses the lease.
+ * Returns IDEM_OK, IDEM_ENOTFOUND or a storage error. Thread-safe. */
+IDEM_EXPORT int idem_reset(idem_db *db, const void *key, size_t key_len);
+
+/* Resets every row of the given state (e.g. IDEM_STATE_POISONED).
+ * *count_out (may be NULL) gets the number reset. Thread-safe. */
+IDEM_EXPORT int idem_reset_state(idem_db *db, int state, uint64_t *count_out);
+
+/* Deletes completed and failed rows whose retention has ended, in
+ * transactions of at most 1000 rows, up to `limit` rows (0 = all). Never
+ * touches a pending or poisoned row. *count_out (may be NULL) gets the
+ * number deleted. Thread-safe. */
+IDEM_EXPORT int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out);
+
+typedef struct idem_stats {
+  unsigned version;         /* IDEM_STATS_VERSION */
+  uint64_t rows[5];         /* rows per IDEM_STATE_* (ABSENT stays 0) */
+  uint64_t leased;          /* pending rows with a live lease */
+  uint64_t expired;         /* completed/failed rows past retention */
+  int64_t db_bytes;         /* size of the database (pages * page size) */
+  int schema_version;
+  /* Counters of this handle since it was opened. */
+  uint64_t hits;            /* answers IDEM_COMPLETED or IDEM_FAILED */
+  uint64_t claims;
+  uint64_t busy;
+  uint64_t poisoned;
+  uint64_t lost;            /* fenced calls or heartbeats that found a lease
+                               lost */
+  uint64_t mismatches;
+  uint64_t storage_errors;
+} idem_stats;
+
+#define IDEM_STATS_VERSION 1
+#define IDEM_STATS_INIT { IDEM_STATS_VERSION }
+
+/* Counts rows per state and reports the handle's counters. Thread-safe. */
+IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IDEM_H */
