@@ -111,30 +111,37 @@ extern "C" {
  * Errors are negative. Their numbers are fixed: new codes are appended,
  * none is ever reused. */
 #define IDEM_OK 0
-#define IDEM_EINVAL (-1)      /* an argument is NULL, empty or malformed */
-#define IDEM_EMISUSE (-2)     /* call out of order: lease already finished,
-                                 handle closed with leases held, ... */
-#define IDEM_ENOMEM (-3)      /* out of memory; nothing was changed */
-#define IDEM_ELEASELOST (-4)  /* the lease is no longer the caller's: another
-                                 owner claimed the key, or it was reset */
-#define IDEM_EMISMATCH (-5)   /* the key is known with another fingerprint */
-#define IDEM_ETOOBIG (-6)     /* key, result, fingerprint, name or reason
-                                 is over its IDEM_MAX_* limit */
-#define IDEM_ENOTFOUND (-7)   /* no row for that key (idem_get, idem_reset) */
-#define IDEM_ECANTOPEN (-8)   /* the file cannot be opened or created (no such
-                                 directory, a directory, permissions) */
-#define IDEM_ENOTDB (-9)      /* the file is not an SQLite database */
-#define IDEM_EFOREIGN (-10)   /* an SQLite database of another application
-                                 (see IDEM_OPEN_SHARED) */
-#define IDEM_ESCHEMA (-11)    /* idem tables of an unknown or newer schema */
-#define IDEM_EREADONLY (-12)  /* the database cannot be written */
-#define IDEM_EFULL (-13)      /* the disk or file system is full */
-#define IDEM_EBUSY (-14)      /* the database stayed locked past the busy
-                                 timeout; nothing was changed */
-#define IDEM_EIO (-15)        /* an I/O error or another storage failure */
-#define IDEM_ECORRUPT (-16)   /* the database file is damaged */
-#define IDEM_EUNKNOWN (-17)   /* the commit of a completion failed: it may or
-                                 may not be stored (see idem_complete()) */
+#define IDEM_EINVAL (-1) /* an argument is NULL, empty or malformed */
+#define IDEM_EMISUSE                                                           \
+  (-2)                   /* call out of order: lease already finished,         \
+                            handle closed with leases held, ... */
+#define IDEM_ENOMEM (-3) /* out of memory; nothing was changed */
+#define IDEM_ELEASELOST                                                        \
+  (-4)                      /* the lease is no longer the caller's: another    \
+                               owner claimed the key, or it was reset */
+#define IDEM_EMISMATCH (-5) /* the key is known with another fingerprint */
+#define IDEM_ETOOBIG                                                           \
+  (-6)                      /* key, result, fingerprint, name or reason        \
+                               is over its IDEM_MAX_* limit */
+#define IDEM_ENOTFOUND (-7) /* no row for that key (idem_get, idem_reset) */
+#define IDEM_ECANTOPEN                                                         \
+  (-8)                   /* the file cannot be opened or created (no such      \
+                            directory, a directory, permissions) */
+#define IDEM_ENOTDB (-9) /* the file is not an SQLite database */
+#define IDEM_EFOREIGN                                                          \
+  (-10)                      /* an SQLite database of another application      \
+                                (see IDEM_OPEN_SHARED) */
+#define IDEM_ESCHEMA (-11)   /* idem tables of an unknown or newer schema */
+#define IDEM_EREADONLY (-12) /* the database cannot be written */
+#define IDEM_EFULL (-13)     /* the disk or file system is full */
+#define IDEM_EBUSY                                                             \
+  (-14)                     /* the database stayed locked past the busy        \
+                               timeout; nothing was changed */
+#define IDEM_EIO (-15)      /* an I/O error or another storage failure */
+#define IDEM_ECORRUPT (-16) /* the database file is damaged */
+#define IDEM_EUNKNOWN                                                          \
+  (-17) /* the commit of a completion failed: it may or                        \
+           may not be stored (see idem_complete()) */
 
 /* Answers of idem_begin() and idem_run(): positive, never errors. */
 #define IDEM_CLAIMED 1   /* the caller holds the lease and runs the job */
@@ -142,8 +149,9 @@ extern "C" {
 #define IDEM_FAILED 3    /* failed terminally with idem_fail(): its result */
 #define IDEM_BUSY 4      /* another owner holds a live lease */
 #define IDEM_POISONED 5  /* max_attempts spent; runs again after a reset */
-#define IDEM_RELEASED 6  /* idem_run() only: the job ran and asked to be
-                            retried; the lease was released */
+#define IDEM_RELEASED                                                          \
+  6 /* idem_run() only: the job ran and asked to be                            \
+       retried; the lease was released */
 
 /* States of a stored row, as idem_get() and idem_list() report them. */
 #define IDEM_STATE_ABSENT 0
@@ -176,25 +184,30 @@ IDEM_EXPORT const char *idem_errmsg(const idem_db *db);
 
 /* --- Opening a database ------------------------------------------------ */
 
-#define IDEM_SYNC_NORMAL 1 /* WAL + synchronous=NORMAL: survives a crash of
-                              the application; a power loss may lose the
-                              last transactions (a completion then reverts to
-                              a claimable key, never half written) */
-#define IDEM_SYNC_FULL 2   /* WAL + synchronous=FULL: every answer is on
-                              stable storage before it is returned */
+#define IDEM_SYNC_NORMAL                                                       \
+  1 /* WAL + synchronous=NORMAL: survives a crash of                           \
+       the application; a power loss may lose the                              \
+       last transactions (a completion then reverts to                         \
+       a claimable key, never half written) */
+#define IDEM_SYNC_FULL                                                         \
+  2 /* WAL + synchronous=FULL: every answer is on                              \
+       stable storage before it is returned */
 
-#define IDEM_FAIL_CLOSED 0 /* storage error on begin: the error is returned
-                              and nothing runs (default) */
-#define IDEM_FAIL_OPEN 1   /* storage error on begin: IDEM_CLAIMED with an
-                              unguarded lease, so the job runs without
-                              protection. Unsafe; for callers who prefer a
-                              duplicate run to no run at all. */
+#define IDEM_FAIL_CLOSED                                                       \
+  0 /* storage error on begin: the error is returned                           \
+       and nothing runs (default) */
+#define IDEM_FAIL_OPEN                                                         \
+  1 /* storage error on begin: IDEM_CLAIMED with an                            \
+       unguarded lease, so the job runs without                                \
+       protection. Unsafe; for callers who prefer a                            \
+       duplicate run to no run at all. */
 
 /* Flags of idem_options.flags. */
 #define IDEM_OPEN_READONLY 0x1 /* only idem_get/list/stats; no file changes */
 #define IDEM_OPEN_NOCREATE 0x2 /* fail with IDEM_ECANTOPEN if absent */
-#define IDEM_OPEN_SHARED 0x4   /* allow adding the idem tables to a database
-                                  that already holds other tables */
+#define IDEM_OPEN_SHARED                                                       \
+  0x4 /* allow adding the idem tables to a database                            \
+         that already holds other tables */
 
 /* Which clock the clock callback is asked for. */
 #define IDEM_CLOCK_LEASE 0 /* milliseconds of boot time: lease deadlines */
@@ -209,17 +222,17 @@ typedef struct idem_options {
    * struct only grows at its end; the library reads only the fields that
    * version has and uses defaults for the rest. */
   unsigned version;
-  int64_t ttl_ms;           /* lease lifetime; default 60000; > 0 */
-  int64_t heartbeat_ms;     /* refresh period; 0 = ttl_ms / 2; < 0 = no
-                               background thread (call idem_heartbeat()) */
-  uint32_t max_attempts;    /* claims per key before it is poisoned;
-                               default 5; 0 = unlimited */
-  int64_t retention_ms;     /* how long completed and failed rows are served;
-                               default 86400000 (24 h); 0 = forever */
-  int busy_timeout_ms;      /* wait for the write lock; default 5000 */
-  int synchronous;          /* IDEM_SYNC_NORMAL (default) or IDEM_SYNC_FULL */
-  int fail_policy;          /* IDEM_FAIL_CLOSED (default) or IDEM_FAIL_OPEN */
-  unsigned flags;           /* IDEM_OPEN_* */
+  int64_t ttl_ms;        /* lease lifetime; default 60000; > 0 */
+  int64_t heartbeat_ms;  /* refresh period; 0 = ttl_ms / 2; < 0 = no
+                            background thread (call idem_heartbeat()) */
+  uint32_t max_attempts; /* claims per key before it is poisoned;
+                            default 5; 0 = unlimited */
+  int64_t retention_ms;  /* how long completed and failed rows are served;
+                            default 86400000 (24 h); 0 = forever */
+  int busy_timeout_ms;   /* wait for the write lock; default 5000 */
+  int synchronous;       /* IDEM_SYNC_NORMAL (default) or IDEM_SYNC_FULL */
+  int fail_policy;       /* IDEM_FAIL_CLOSED (default) or IDEM_FAIL_OPEN */
+  unsigned flags;        /* IDEM_OPEN_* */
   /* Called with a message of one line for events worth an operator's eye
    * (storage errors, lost leases, poisoned keys). May be called from the
    * heartbeat thread; must not call back into the same handle. */
@@ -259,29 +272,29 @@ typedef struct idem_options {
  *
  * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM, IDEM_ECANTOPEN, IDEM_ENOTDB,
  * IDEM_EFOREIGN, IDEM_ESCHEMA, IDEM_EREADONLY, IDEM_EFULL, IDEM_EBUSY,
- * IDEM_EIO, IDEM_ECORRUPT. On failure *out is NULL unless the failure
- * happened after the handle was made, in which case *out is a handle whose
- * idem_errmsg() explains and which must still be closed: check *out.
- * Thread-safe. */
+ * IDEM_EIO, IDEM_ECORRUPT. Like sqlite3_open(), *out is set to a handle
+ * even when opening fails (unless there was no memory for one, when it is
+ * NULL), so that idem_errmsg() can say why; close it with idem_close(),
+ * which accepts NULL. Thread-safe. */
 IDEM_EXPORT int idem_open(idem_db **out, const char *path,
                           const idem_options *opts);
 
 /* Closes the handle and frees it. Refused with IDEM_EMISUSE (and nothing
- * happens) while leases of this handle are still held: finish or free them
- * first. idem_close(NULL) returns IDEM_OK. Not thread-safe: no other call
- * on `db` may run or follow. */
+ * happens) while lease objects of this handle are not yet freed with
+ * idem_lease_free(), held or not. idem_close(NULL) returns IDEM_OK. Not
+ * thread-safe: no other call on `db` may run or follow. */
 IDEM_EXPORT int idem_close(idem_db *db);
 
 /* --- Claiming and finishing a key -------------------------------------- */
 
 typedef struct idem_begin_opts {
-  unsigned version;              /* IDEM_BEGIN_OPTS_VERSION */
-  const void *fingerprint;       /* what the request was; may be NULL */
-  size_t fingerprint_len;        /* <= IDEM_MAX_FINGERPRINT */
-  const char *name;              /* task name to record; may be NULL */
-  int64_t wait_ms;               /* if busy, wait up to this long for the key
-                                    to complete or become claimable; 0 = no
-                                    wait; < 0 = wait without limit */
+  unsigned version;        /* IDEM_BEGIN_OPTS_VERSION */
+  const void *fingerprint; /* what the request was; may be NULL */
+  size_t fingerprint_len;  /* <= IDEM_MAX_FINGERPRINT */
+  const char *name;        /* task name to record; may be NULL */
+  int64_t wait_ms;         /* if busy, wait up to this long for the key
+                              to complete or become claimable; 0 = no
+                              wait; < 0 = wait without limit */
 } idem_begin_opts;
 
 #define IDEM_BEGIN_OPTS_VERSION 1
@@ -292,15 +305,15 @@ typedef struct idem_begin_opts {
  * release with idem_answer_clear(), which may be called any number of
  * times. */
 typedef struct idem_answer {
-  unsigned version;    /* IDEM_ANSWER_VERSION */
-  int status;          /* the answer, IDEM_CLAIMED ... IDEM_RELEASED */
-  idem_lease *lease;   /* IDEM_CLAIMED: the lease, owned by the caller, to
-                          finish with idem_complete/release/fail and then
-                          free with idem_lease_free(); not freed by
-                          idem_answer_clear() */
-  void *result;        /* IDEM_COMPLETED, IDEM_FAILED: the stored bytes
-                          (a private copy, NUL-terminated for convenience,
-                          owned by the answer) */
+  unsigned version;  /* IDEM_ANSWER_VERSION */
+  int status;        /* the answer, IDEM_CLAIMED ... IDEM_RELEASED */
+  idem_lease *lease; /* IDEM_CLAIMED: the lease, owned by the caller, to
+                        finish with idem_complete/release/fail and then
+                        free with idem_lease_free(); not freed by
+                        idem_answer_clear() */
+  void *result;      /* IDEM_COMPLETED, IDEM_FAILED: the stored bytes
+                        (a private copy, NUL-terminated for convenience,
+                        owned by the answer) */
   size_t result_len;
   int code;            /* the code given to idem_fail() (0 if completed) */
   uint32_t attempts;   /* claims counted so far, this one included */
@@ -418,34 +431,38 @@ IDEM_EXPORT int idem_lease_set_result(idem_lease *lease, const void *result,
  * ran but its result was refused. out->lease is always NULL on return.
  * Thread-safe. */
 IDEM_EXPORT int idem_run(idem_db *db, const void *key, size_t key_len,
-                         const idem_begin_opts *opts, idem_job_fn fn,
-                         void *ctx, idem_answer *out);
+                         const idem_begin_opts *opts, idem_job_fn fn, void *ctx,
+                         idem_answer *out);
 
 /* --- Administration ---------------------------------------------------- */
 
 /* A stored row, as idem_get() and idem_list() report it. */
 typedef struct idem_record {
-  unsigned version;       /* IDEM_RECORD_VERSION */
-  int state;              /* IDEM_STATE_* */
-  void *key;              /* the key bytes (NUL-terminated copy) */
+  unsigned version; /* IDEM_RECORD_VERSION */
+  int state;        /* IDEM_STATE_* */
+  void *key;        /* the key bytes (NUL-terminated copy) */
   size_t key_len;
   uint32_t attempts;
   uint64_t fence;
-  char owner[37];         /* "" when no lease is held */
-  int64_t lease_ms;       /* ms left on the lease; <= 0 when expired */
-  int64_t created_at;     /* wall time, ms since the epoch */
+  char owner[37];     /* "" when no lease is held */
+  int64_t lease_ms;   /* ms left on the lease; <= 0 when expired */
+  int64_t created_at; /* wall time, ms since the epoch */
   int64_t updated_at;
-  int64_t expires_at;     /* end of retention; 0 = kept forever */
+  int64_t expires_at; /* end of retention; 0 = kept forever */
   int code;
   size_t result_len;
-  void *result;           /* idem_get() only, NUL-terminated; else NULL */
+  void *result; /* idem_get() only, NUL-terminated; else NULL */
   int has_fingerprint;
   char name[IDEM_MAX_NAME + 1];
 } idem_record;
 
 #define IDEM_RECORD_VERSION 1
 #define IDEM_RECORD_INIT                                                       \
-  { IDEM_RECORD_VERSION, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, 0, 0, 0, NULL, 0, {0} }
+  {                                                                            \
+    IDEM_RECORD_VERSION, 0, NULL, 0, 0, 0, {0}, 0, 0, 0, 0, 0, 0, NULL, 0, {   \
+      0                                                                        \
+    }                                                                          \
+  }
 
 /* Fills *out with the row of `key`. Returns IDEM_OK, IDEM_ENOTFOUND,
  * IDEM_EINVAL, IDEM_ETOOBIG or a storage error. Release with
@@ -486,25 +503,26 @@ IDEM_EXPORT int idem_reset_state(idem_db *db, int state, uint64_t *count_out);
 IDEM_EXPORT int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out);
 
 typedef struct idem_stats {
-  unsigned version;         /* IDEM_STATS_VERSION */
-  uint64_t rows[5];         /* rows per IDEM_STATE_* (ABSENT stays 0) */
-  uint64_t leased;          /* pending rows with a live lease */
-  uint64_t expired;         /* completed/failed rows past retention */
-  int64_t db_bytes;         /* size of the database (pages * page size) */
+  unsigned version; /* IDEM_STATS_VERSION */
+  uint64_t rows[5]; /* rows per IDEM_STATE_* (ABSENT stays 0) */
+  uint64_t leased;  /* pending rows with a live lease */
+  uint64_t expired; /* completed/failed rows past retention */
+  int64_t db_bytes; /* size of the database (pages * page size) */
   int schema_version;
   /* Counters of this handle since it was opened. */
-  uint64_t hits;            /* answers IDEM_COMPLETED or IDEM_FAILED */
+  uint64_t hits; /* answers IDEM_COMPLETED or IDEM_FAILED */
   uint64_t claims;
   uint64_t busy;
   uint64_t poisoned;
-  uint64_t lost;            /* fenced calls or heartbeats that found a lease
-                               lost */
+  uint64_t lost; /* fenced calls or heartbeats that found a lease
+                    lost */
   uint64_t mismatches;
   uint64_t storage_errors;
 } idem_stats;
 
 #define IDEM_STATS_VERSION 1
-#define IDEM_STATS_INIT { IDEM_STATS_VERSION }
+#define IDEM_STATS_INIT                                                        \
+  { IDEM_STATS_VERSION }
 
 /* Counts rows per state and reports the handle's counters. Thread-safe. */
 IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);

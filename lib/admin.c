@@ -1,0 +1,300 @@
+/*
+ * admin.c - what operators do: look, list, reset, purge, count.
+ *
+ * Reads run in one read snapshot, so a listing or a count is consistent
+ * with itself while workers go on writing. Deletions raise the fence floor
+ * first (store.c), so that a key which comes back continues its fences
+ * above every one it had. Purge works in small transactions so that it
+ * never holds the write lock for long, and it only ever selects completed
+ * and failed rows past retention: a pending row, leased or not, and a
+ * poisoned row are never its to delete.
+ */
+#include "schema.h"
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PURGE_BATCH 1000
+
+static int fail_storage(idem_db *db, int rc, const char *what) {
+  int code = idem__storage_error(db, rc, what, idem__store_errmsg(db->store));
+  idem__tx_rollback(db->store);
+  return code;
+}
+
+static void fill_record(const idem__row *row, int64_t lease_now,
+                        idem_record *out) {
+  out->state = row->state;
+  out->attempts = row->attempts;
+  out->fence = row->fence;
+  out->owner[0] = '\0';
+  out->lease_ms = 0;
+  if (row->has_owner) {
+    idem__uuid_format(row->owner, out->owner);
+    out->lease_ms = row->lease_until - lease_now;
+  }
+  out->created_at = row->created_at;
+  out->updated_at = row->updated_at;
+  out->expires_at = row->expires_at;
+  out->code = row->code;
+  out->result_len = row->result_len;
+  out->has_fingerprint = row->fingerprint != NULL;
+  out->name[0] = '\0';
+  if (row->name)
+    snprintf(out->name, sizeof out->name, "%s", row->name);
+}
+
+static void *dup_bytes(const void *p, size_t n) {
+  char *c = malloc(n + 1);
+  if (c) {
+    if (n)
+      memcpy(c, p, n);
+    c[n] = '\0';
+  }
+  return c;
+}
+
+void idem_record_clear(idem_record *rec) {
+  if (!rec)
+    return;
+  static const idem_record init = IDEM_RECORD_INIT;
+  free(rec->key);
+  free(rec->result);
+  *rec = init;
+}
+
+static int check_record(idem_db *db, const idem_record *out) {
+  if (!out || out->version != IDEM_RECORD_VERSION)
+    return idem__error(db, IDEM_EINVAL,
+                       "the record must be initialised with IDEM_RECORD_INIT");
+  return IDEM_OK;
+}
+
+int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  int code = idem__check_key(db, key, key_len);
+  if (!code)
+    code = check_record(db, out);
+  if (code) {
+    idem__unlock(db);
+    return code;
+  }
+  idem__row row;
+  int rc = idem__row_get(db->store, key, key_len, &row, true);
+  if (rc) {
+    code = fail_storage(db, rc, "get");
+  } else if (row.state == IDEM_STATE_ABSENT) {
+    code = idem__error(db, IDEM_ENOTFOUND, "no such key");
+  } else {
+    idem_record_clear(out);
+    fill_record(&row, idem__now(db, IDEM_CLOCK_LEASE), out);
+    out->key = dup_bytes(key, key_len);
+    out->key_len = key_len;
+    if (row.result)
+      out->result = dup_bytes(row.result, row.result_len);
+    if (!out->key || (row.result && !out->result)) {
+      idem_record_clear(out);
+      code = idem__error(db, IDEM_ENOMEM, "out of memory");
+    }
+  }
+  idem__row_done(db->store);
+  idem__unlock(db);
+  return code;
+}
+
+/* Rows of a listing, gathered under the lock and handed out after it. */
+typedef struct gathered {
+  int64_t lease_now;
+  idem_record *recs;
+  unsigned n;
+  bool nomem;
+} gathered;
+
+static int gather(void *ctx, const void *key, size_t key_len,
+                  const idem__row *row) {
+  gathered *g = ctx;
+  idem_record *r = &g->recs[g->n];
+  static const idem_record init = IDEM_RECORD_INIT;
+  *r = init;
+  fill_record(row, g->lease_now, r);
+  r->key = dup_bytes(key, key_len);
+  r->key_len = key_len;
+  if (!r->key) {
+    g->nomem = true;
+    return 1;
+  }
+  g->n++;
+  return 0;
+}
+
+int idem_list(idem_db *db, int state, const void *after, size_t after_len,
+              unsigned limit, idem_list_fn fn, void *ctx, unsigned *count_out) {
+  if (count_out)
+    *count_out = 0;
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  int code = IDEM_OK;
+  if (!fn || state < -1 || state > IDEM_STATE_POISONED || (after_len && !after))
+    code = idem__error(db, IDEM_EINVAL,
+                       "idem_list needs a function, a state from -1 to %d "
+                       "and a key to start after (or none)",
+                       IDEM_STATE_POISONED);
+  else if (after_len > IDEM_MAX_KEY)
+    code = idem__error(db, IDEM_ETOOBIG, "the key to start after is too long");
+  gathered g = {idem__now(db, IDEM_CLOCK_LEASE), NULL, 0, false};
+  if (!code && limit && !(g.recs = calloc(limit, sizeof *g.recs)))
+    code = idem__error(db, IDEM_ENOMEM, "out of memory for %u records", limit);
+  if (!code && limit) {
+    int rc =
+        idem__rows_scan(db->store, state, after, after_len, limit, gather, &g);
+    if (rc)
+      code = fail_storage(db, rc, "list");
+    else if (g.nomem)
+      code = idem__error(db, IDEM_ENOMEM, "out of memory");
+  }
+  idem__unlock(db);
+  unsigned told = 0;
+  bool stop = code != IDEM_OK;
+  for (unsigned i = 0; i < g.n; i++) {
+    if (!stop) {
+      told++;
+      stop = fn(ctx, &g.recs[i]) != 0;
+    }
+    idem_record_clear(&g.recs[i]);
+  }
+  free(g.recs);
+  if (count_out)
+    *count_out = told;
+  return code;
+}
+
+/* Runs one deleting statement in a write transaction. */
+static int delete_tx(idem_db *db, const char *what, const void *key,
+                     size_t key_len, int state, int64_t purge_before,
+                     uint64_t *count) {
+  int rc = idem__tx_write(db->store);
+  int changed = 0;
+  if (rc == 0) {
+    if (key)
+      rc = idem__row_delete(db->store, key, key_len, &changed);
+    else if (state >= 0)
+      rc = idem__rows_delete_state(db->store, state, count);
+    else
+      rc = idem__rows_purge(db->store, purge_before, PURGE_BATCH, count);
+  }
+  if (rc == 0)
+    rc = idem__tx_commit(db->store);
+  if (rc)
+    return fail_storage(db, rc, what);
+  if (key)
+    *count = (uint64_t)changed;
+  return IDEM_OK;
+}
+
+static int check_writable(idem_db *db) {
+  if (db->readonly)
+    return idem__error(db, IDEM_EREADONLY, "%s: opened with IDEM_OPEN_READONLY",
+                       db->path);
+  return IDEM_OK;
+}
+
+int idem_reset(idem_db *db, const void *key, size_t key_len) {
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  uint64_t n = 0;
+  int code = idem__check_key(db, key, key_len);
+  if (!code)
+    code = check_writable(db);
+  if (!code)
+    code = delete_tx(db, "reset", key, key_len, -1, 0, &n);
+  if (!code && n == 0)
+    code = idem__error(db, IDEM_ENOTFOUND, "no such key");
+  idem__unlock(db);
+  return code;
+}
+
+int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
+  if (count_out)
+    *count_out = 0;
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  uint64_t n = 0;
+  int code = check_writable(db);
+  if (!code && (state < IDEM_STATE_PENDING || state > IDEM_STATE_POISONED))
+    code =
+        idem__error(db, IDEM_EINVAL, "state %d is not a stored state", state);
+  if (!code)
+    code = delete_tx(db, "reset", NULL, 0, state, 0, &n);
+  idem__unlock(db);
+  if (count_out)
+    *count_out = n;
+  return code;
+}
+
+int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
+  if (count_out)
+    *count_out = 0;
+  if (!db)
+    return IDEM_EINVAL;
+  uint64_t total = 0;
+  int code = IDEM_OK;
+  /* The lock is let go between batches so that begin calls of other
+   * threads are not held up by a long purge. */
+  for (;;) {
+    idem__lock(db);
+    uint64_t n = 0;
+    code = check_writable(db);
+    if (!code)
+      code = delete_tx(db, "purge", NULL, 0, -1, idem__now(db, IDEM_CLOCK_WALL),
+                       &n);
+    idem__unlock(db);
+    total += n;
+    if (code || n < PURGE_BATCH || (limit && total >= limit))
+      break;
+  }
+  if (count_out)
+    *count_out = total;
+  return code;
+}
+
+int idem_stats_get(idem_db *db, idem_stats *out) {
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  int code = IDEM_OK;
+  if (!out || out->version != IDEM_STATS_VERSION) {
+    code = idem__error(db, IDEM_EINVAL,
+                       "the stats must be initialised with IDEM_STATS_INIT");
+  } else {
+    memset(out, 0, sizeof *out);
+    out->version = IDEM_STATS_VERSION;
+    int rc = idem__tx_read(db->store);
+    if (rc == 0)
+      rc = idem__rows_count(db->store, idem__now(db, IDEM_CLOCK_LEASE),
+                            idem__now(db, IDEM_CLOCK_WALL),
+                            db->self.has_boot ? db->self.boot : NULL, out);
+    if (rc == 0)
+      rc = idem__tx_commit(db->store);
+    if (rc)
+      code = fail_storage(db, rc, "stats");
+    out->schema_version = idem__schema_version();
+  }
+  idem__unlock(db);
+  if (code == IDEM_OK) {
+    out->hits = atomic_load(&db->n_hits);
+    out->claims = atomic_load(&db->n_claims);
+    out->busy = atomic_load(&db->n_busy);
+    out->poisoned = atomic_load(&db->n_poisoned);
+    out->lost = atomic_load(&db->n_lost);
+    out->mismatches = atomic_load(&db->n_mismatches);
+    out->storage_errors = atomic_load(&db->n_storage_errors);
+  }
+  return code;
+}

@@ -1,0 +1,254 @@
+/*
+ * db.c - opening and closing a handle, and the checks every call shares.
+ *
+ * Opening judges the file first (schema.c) on a read-only connection and
+ * writes nothing until it knows the file is new or ours; only then is the
+ * read-write connection opened, switched to WAL, and the schema created
+ * inside BEGIN IMMEDIATE, where a second process creating the same file at
+ * the same moment is seen and respected.
+ */
+#include "schema.h"
+#include "store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *idem_version(void) {
+  return IDEM_VERSION_STRING;
+}
+
+int idem_version_number(void) {
+  return IDEM_VERSION_NUMBER;
+}
+
+void idem__lock(idem_db *db) {
+  pthread_mutex_lock(&db->mu);
+}
+
+void idem__unlock(idem_db *db) {
+  pthread_mutex_unlock(&db->mu);
+}
+
+int idem__check_key(idem_db *db, const void *key, size_t key_len) {
+  if (!key)
+    return idem__error(db, IDEM_EINVAL, "key is NULL");
+  if (key_len == 0)
+    return idem__error(db, IDEM_EINVAL, "key is empty");
+  if (key_len > IDEM_MAX_KEY)
+    return idem__error(db, IDEM_ETOOBIG, "key is %zu bytes; the limit is %d",
+                       key_len, IDEM_MAX_KEY);
+  return IDEM_OK;
+}
+
+/* Copies the caller's options over the defaults, reading no further than
+ * the version the caller was compiled with. */
+static int take_options(idem_db *db, const idem_options *in) {
+  static const idem_options defaults = IDEM_OPTIONS_INIT;
+  db->opt = defaults;
+  if (!in)
+    return IDEM_OK;
+  if (in->version < 1 || in->version > IDEM_OPTIONS_VERSION)
+    return idem__error(db, IDEM_EINVAL,
+                       "options version %u is not supported (1..%d); "
+                       "initialise them with IDEM_OPTIONS_INIT",
+                       in->version, IDEM_OPTIONS_VERSION);
+  db->opt = *in;
+  idem_options *o = &db->opt;
+  const unsigned known =
+      IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE | IDEM_OPEN_SHARED;
+  if (o->ttl_ms <= 0)
+    return idem__error(db, IDEM_EINVAL, "ttl_ms must be positive");
+  if (o->heartbeat_ms == 0)
+    o->heartbeat_ms = o->ttl_ms / 2 > 0 ? o->ttl_ms / 2 : 1;
+  if (o->heartbeat_ms >= o->ttl_ms)
+    return idem__error(db, IDEM_EINVAL,
+                       "heartbeat_ms (%lld) must be below ttl_ms (%lld)",
+                       (long long)o->heartbeat_ms, (long long)o->ttl_ms);
+  if (o->retention_ms < 0 || o->busy_timeout_ms < 0)
+    return idem__error(db, IDEM_EINVAL,
+                       "retention_ms and busy_timeout_ms must not be "
+                       "negative");
+  if (o->synchronous != IDEM_SYNC_NORMAL && o->synchronous != IDEM_SYNC_FULL)
+    return idem__error(db, IDEM_EINVAL,
+                       "synchronous must be "
+                       "IDEM_SYNC_NORMAL or IDEM_SYNC_FULL");
+  if (o->fail_policy != IDEM_FAIL_CLOSED && o->fail_policy != IDEM_FAIL_OPEN)
+    return idem__error(db, IDEM_EINVAL,
+                       "fail_policy must be "
+                       "IDEM_FAIL_CLOSED or IDEM_FAIL_OPEN");
+  if (o->flags & ~known)
+    return idem__error(db, IDEM_EINVAL, "unknown flags 0x%x",
+                       o->flags & ~known);
+  return IDEM_OK;
+}
+
+static int open_error(idem_db *db, idem__store *st, int rc, const char *what) {
+  return idem__storage_error(db, rc, what, st ? idem__store_errmsg(st) : NULL);
+}
+
+/* Judges the file without changing it. *kind is IDEM__SCHEMA_NEW for a
+ * file that does not exist yet (or cannot be opened read-only: the
+ * read-write open that follows tells why). */
+static int probe(idem_db *db, int *kind, int *version) {
+  idem__store *st;
+  *kind = IDEM__SCHEMA_NEW;
+  *version = 0;
+  int rc = idem__store_open(&st, db->path, IDEM__STORE_READONLY,
+                            db->opt.busy_timeout_ms);
+  if (rc == SQLITE_OK)
+    rc = idem__schema_classify(idem__store_conn(st), kind, version);
+  int code = IDEM_OK;
+  if ((rc & 0xff) == SQLITE_CANTOPEN) {
+    *kind = IDEM__SCHEMA_NEW;
+    code = (db->opt.flags & (IDEM_OPEN_NOCREATE | IDEM_OPEN_READONLY))
+               ? open_error(db, st, rc, "cannot open database")
+               : IDEM_OK;
+  } else if (rc != SQLITE_OK) {
+    code = open_error(db, st, rc, "cannot read database");
+    if (code == IDEM_ENOTDB)
+      idem__error(db, code, "%s: not an SQLite database; left untouched",
+                  db->path);
+  }
+  idem__store_close(st);
+  return code;
+}
+
+static int judge(idem_db *db, int kind, int version) {
+  if (kind == IDEM__SCHEMA_UNKNOWN) {
+    if (version > idem__schema_version())
+      return idem__error(db, IDEM_ESCHEMA,
+                         "%s: idem schema version %d is newer than this "
+                         "library's (%d); left untouched",
+                         db->path, version, idem__schema_version());
+    return idem__error(db, IDEM_ESCHEMA,
+                       "%s: holds idem tables of an unknown layout; left "
+                       "untouched",
+                       db->path);
+  }
+  if (kind == IDEM__SCHEMA_FOREIGN && !(db->opt.flags & IDEM_OPEN_SHARED))
+    return idem__error(db, IDEM_EFOREIGN,
+                       "%s: a database of another application; left "
+                       "untouched (IDEM_OPEN_SHARED adds the idem tables to "
+                       "it)",
+                       db->path);
+  if (kind == IDEM__SCHEMA_NEW && (db->opt.flags & IDEM_OPEN_READONLY))
+    return idem__error(db, IDEM_ECANTOPEN, "%s: no idem database to read",
+                       db->path);
+  return IDEM_OK;
+}
+
+/* Creates the tables unless another process did so since the probe. */
+static int create_schema(idem_db *db) {
+  sqlite3 *conn = idem__store_conn(db->store);
+  int rc = idem__tx_write(db->store);
+  int kind, version;
+  if (rc == SQLITE_OK)
+    rc = idem__schema_classify(conn, &kind, &version);
+  if (rc == SQLITE_OK) {
+    int code = judge(db, kind, version);
+    if (code) {
+      idem__tx_rollback(db->store);
+      return code;
+    }
+    if (kind != IDEM__SCHEMA_OURS)
+      rc = idem__schema_create(conn);
+  }
+  if (rc == SQLITE_OK)
+    rc = idem__tx_commit(db->store);
+  if (rc != SQLITE_OK) {
+    int code = open_error(db, db->store, rc, "cannot create the idem tables");
+    idem__tx_rollback(db->store);
+    return code;
+  }
+  return IDEM_OK;
+}
+
+static int open_store(idem_db *db, int kind) {
+  bool ro = db->opt.flags & IDEM_OPEN_READONLY;
+  unsigned flags = ro                                     ? IDEM__STORE_READONLY
+                   : (db->opt.flags & IDEM_OPEN_NOCREATE) ? 0
+                                                          : IDEM__STORE_CREATE;
+  int rc =
+      idem__store_open(&db->store, db->path, flags, db->opt.busy_timeout_ms);
+  if (rc != SQLITE_OK)
+    return open_error(db, db->store, rc, "cannot open database");
+  sqlite3 *conn = idem__store_conn(db->store);
+  if (!ro && sqlite3_db_readonly(conn, "main") == 1)
+    return idem__error(db, IDEM_EREADONLY,
+                       "%s: the file is read-only (IDEM_OPEN_READONLY "
+                       "opens it for reading)",
+                       db->path);
+  rc = idem__schema_configure(conn, db->opt.synchronous, ro,
+                              kind == IDEM__SCHEMA_NEW);
+  if (rc != SQLITE_OK)
+    return open_error(db, db->store, rc, "cannot configure database");
+  return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
+}
+
+int idem_open(idem_db **out, const char *path, const idem_options *opts) {
+  if (!out)
+    return IDEM_EINVAL;
+  *out = NULL;
+  idem_db *db = calloc(1, sizeof *db);
+  if (!db)
+    return IDEM_ENOMEM;
+  pthread_mutex_init(&db->mu, NULL);
+  pthread_mutex_init(&db->reg, NULL);
+  pthread_mutex_init(&db->hb_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&db->ended, &ca);
+  pthread_cond_init(&db->hb_wake, &ca);
+  pthread_condattr_destroy(&ca);
+  *out = db;
+
+  int code = take_options(db, opts);
+  if (code)
+    return code;
+  if (!path || !*path)
+    return idem__error(db, IDEM_EINVAL, "path is NULL or empty");
+  if (!(db->path = strdup(path)))
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  idem__self_init(&db->self);
+  db->readonly = db->opt.flags & IDEM_OPEN_READONLY;
+
+  struct stat sb;
+  if (strncmp(path, "file:", 5) != 0 && stat(path, &sb) == 0 &&
+      S_ISDIR(sb.st_mode))
+    return idem__error(db, IDEM_ECANTOPEN, "%s: is a directory", path);
+  int kind, version;
+  if ((code = probe(db, &kind, &version)) || (code = judge(db, kind, version)))
+    return code;
+  return open_store(db, kind);
+}
+
+int idem_close(idem_db *db) {
+  if (!db)
+    return IDEM_OK;
+  pthread_mutex_lock(&db->reg);
+  unsigned held = db->nleases;
+  pthread_mutex_unlock(&db->reg);
+  if (held) {
+    idem__lock(db);
+    idem__error(db, IDEM_EMISUSE,
+                "%u lease(s) of this handle are not freed; finish and free "
+                "them with idem_lease_free() before closing",
+                held);
+    idem__unlock(db);
+    return IDEM_EMISUSE;
+  }
+  idem__heartbeat_stop(db);
+  idem__store_close(db->hb_store);
+  idem__store_close(db->store);
+  pthread_cond_destroy(&db->hb_wake);
+  pthread_cond_destroy(&db->ended);
+  pthread_mutex_destroy(&db->hb_mu);
+  pthread_mutex_destroy(&db->reg);
+  pthread_mutex_destroy(&db->mu);
+  free(db->path);
+  free(db);
+  return IDEM_OK;
+}

@@ -1,0 +1,112 @@
+/*
+ * internal.h - what the parts of the library share and nothing else.
+ *
+ * Names shared between files start with idem__; only the public API uses
+ * idem_. Two locks guard a handle, always taken in this order:
+ *
+ *   db->mu   serialises the transactions on the main connection, and the
+ *            error message;
+ *   db->reg  guards the registry of held leases and the heartbeat thread's
+ *            start and stop.
+ *
+ * The heartbeat runs on its own connection (db->hb_store, under db->hb_mu)
+ * so that refreshing leases never waits for the main connection's mutex,
+ * only for SQLite's write lock like any other process.
+ */
+#ifndef IDEM_INTERNAL_H
+#define IDEM_INTERNAL_H
+
+#include "idem.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+typedef struct idem__store idem__store;
+
+/* The owner of a lease, as recorded in its row. */
+typedef struct idem__self {
+  unsigned char boot[16]; /* boot id; all zero when it cannot be read */
+  bool has_boot;
+} idem__self;
+
+struct idem_db {
+  idem_options opt; /* effective options, defaults filled in */
+  char *path;
+  idem__self self;
+  bool readonly;
+
+  pthread_mutex_t mu;
+  idem__store *store; /* main connection, under mu */
+  char errmsg[512];   /* under mu */
+
+  pthread_mutex_t reg;
+  pthread_cond_t ended; /* a lease of this handle ended (under reg) */
+  uint64_t ends;        /* how many have ended: lets waiters not miss one */
+  idem_lease *leases;   /* held leases, a doubly linked list (under reg) */
+  unsigned nleases;     /* leases not yet freed, held or not (under reg) */
+  pthread_t hb_thread;
+  bool hb_running; /* under reg */
+  bool hb_stop;    /* under reg; hb_wake is signalled when it is set */
+  pthread_cond_t hb_wake;
+
+  pthread_mutex_t hb_mu;
+  idem__store *hb_store; /* heartbeat connection, opened on first use */
+
+  _Atomic uint64_t n_hits, n_claims, n_busy, n_poisoned, n_lost, n_mismatches,
+      n_storage_errors;
+};
+
+#define IDEM__LEASE_HELD 0
+#define IDEM__LEASE_DONE 1 /* completed, failed or released */
+#define IDEM__LEASE_LOST 2 /* another owner's claim was seen */
+
+struct idem_lease {
+  idem_db *db;
+  idem_lease *prev, *next; /* registry links, under db->reg */
+  bool registered;         /* under db->reg */
+  _Atomic int refs;        /* the caller's, plus a heartbeat round's */
+  _Atomic int status;      /* IDEM__LEASE_* */
+  bool unguarded;          /* IDEM_FAIL_OPEN: no row behind this lease */
+  uint32_t attempt;
+  uint64_t fence;
+  unsigned char owner[16];
+  _Atomic int64_t until; /* lease deadline, boot-clock ms */
+  /* What idem_run() stores when the job returns. */
+  void *result;
+  size_t result_len;
+  int result_code;
+  size_t key_len;
+  unsigned char key[]; /* key_len bytes, then a NUL */
+};
+
+/* clock.c */
+int64_t idem__now(const idem_db *db, int which);
+int64_t idem__monotonic_ms(void);
+void idem__self_init(idem__self *self);
+void idem__uuid_format(const unsigned char uuid[16], char out[37]);
+
+/* error.c */
+int idem__error(idem_db *db, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int idem__storage_error(idem_db *db, int sqlite_rc, const char *what,
+                        const char *sqlite_msg);
+int idem__code_of_sqlite(int sqlite_rc);
+void idem__log(const idem_db *db, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* db.c */
+void idem__lock(idem_db *db);
+void idem__unlock(idem_db *db);
+int idem__check_key(idem_db *db, const void *key, size_t key_len);
+
+/* lease.c */
+void idem__lease_unref(idem_lease *lease);
+void idem__lease_mark_lost(idem_lease *lease);
+
+/* heartbeat.c */
+int idem__heartbeat_start(idem_db *db); /* called under db->reg */
+void idem__heartbeat_stop(idem_db *db);
+
+#endif

@@ -1,0 +1,573 @@
+/*
+ * lease.c - begin, and the fenced calls that end a lease.
+ *
+ * A begin first reads the row in a plain read snapshot: a completed,
+ * failed or poisoned key, a key leased elsewhere, or a fingerprint
+ * mismatch is answered from it without taking SQLite's write lock, which
+ * is what keeps cached hits and busy answers cheap under contention. Those
+ * answers are true at the moment of the snapshot, inside the call. Any
+ * answer that writes (a claim, a poisoning) is decided again from a fresh
+ * read inside BEGIN IMMEDIATE, so lookup, poison check and claim are one
+ * atomic step and two callers can never both claim.
+ *
+ * Ending a lease (complete, fail, release) is one fenced UPDATE. When it
+ * matches nothing, the row is read to tell a lost lease from a retry of a
+ * call whose commit was reported failed but did land.
+ */
+#include "machine.h"
+#include "store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+static void now_of(const idem_db *db, idem__time *now) {
+  now->lease = idem__now(db, IDEM_CLOCK_LEASE);
+  now->wall = idem__now(db, IDEM_CLOCK_WALL);
+  now->boot = db->self.has_boot ? db->self.boot : NULL;
+}
+
+void idem_answer_clear(idem_answer *out) {
+  if (!out)
+    return;
+  static const idem_answer init = IDEM_ANSWER_INIT;
+  free(out->result);
+  *out = init;
+}
+
+static int answer_from_row(idem_db *db, const idem__row *row,
+                           const idem__decision *d, idem_answer *out) {
+  out->status = d->answer;
+  out->attempts = row->attempts;
+  out->fence = row->fence;
+  out->code = row->code;
+  if (d->answer == IDEM_COMPLETED || d->answer == IDEM_FAILED) {
+    out->finished_at = row->updated_at;
+    out->result = malloc(row->result_len + 1);
+    if (!out->result)
+      return idem__error(db, IDEM_ENOMEM,
+                         "out of memory for a result of "
+                         "%zu bytes",
+                         row->result_len);
+    if (row->result_len)
+      memcpy(out->result, row->result, row->result_len);
+    ((char *)out->result)[row->result_len] = '\0';
+    out->result_len = row->result_len;
+    atomic_fetch_add(&db->n_hits, 1);
+  } else if (d->answer == IDEM_BUSY) {
+    if (row->has_owner)
+      idem__uuid_format(row->owner, out->owner);
+    out->lease_ms = d->lease_ms;
+    atomic_fetch_add(&db->n_busy, 1);
+  } else if (d->answer == IDEM_POISONED) {
+    atomic_fetch_add(&db->n_poisoned, 1);
+  }
+  return d->answer;
+}
+
+static idem_lease *lease_new(idem_db *db, const void *key, size_t key_len) {
+  idem_lease *l = calloc(1, sizeof *l + key_len + 1);
+  if (!l)
+    return NULL;
+  l->db = db;
+  atomic_init(&l->refs, 1);
+  atomic_init(&l->status, IDEM__LEASE_HELD);
+  l->key_len = key_len;
+  memcpy(l->key, key, key_len);
+  return l;
+}
+
+/* Makes a new lease known to its handle: counted until freed, and kept
+ * alive by the heartbeat while held. */
+static void lease_register(idem_lease *l, bool held) {
+  idem_db *db = l->db;
+  pthread_mutex_lock(&db->reg);
+  db->nleases++;
+  if (held) {
+    l->next = db->leases;
+    if (db->leases)
+      db->leases->prev = l;
+    db->leases = l;
+    l->registered = true;
+    if (db->opt.heartbeat_ms > 0 && !db->hb_running &&
+        idem__heartbeat_start(db) != 0)
+      idem__log(db, IDEM_LOG_WARN,
+                "%s: cannot start the heartbeat thread; leases will lapse "
+                "unless idem_heartbeat() is called",
+                db->path);
+  }
+  pthread_mutex_unlock(&db->reg);
+}
+
+/* Takes a lease out of the heartbeat's list and wakes begin calls waiting
+ * for a lease of this handle to end. Under db->reg. */
+static void lease_unlist(idem_lease *l) {
+  idem_db *db = l->db;
+  if (l->registered) {
+    if (l->prev)
+      l->prev->next = l->next;
+    else
+      db->leases = l->next;
+    if (l->next)
+      l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+    l->registered = false;
+  }
+  db->ends++;
+  pthread_cond_broadcast(&db->ended);
+}
+
+static void lease_end(idem_lease *l, int status) {
+  pthread_mutex_lock(&l->db->reg);
+  atomic_store(&l->status, status);
+  lease_unlist(l);
+  pthread_mutex_unlock(&l->db->reg);
+}
+
+void idem__lease_mark_lost(idem_lease *l) {
+  int held = IDEM__LEASE_HELD;
+  if (!atomic_compare_exchange_strong(&l->status, &held, IDEM__LEASE_LOST))
+    return;
+  atomic_fetch_add(&l->db->n_lost, 1);
+  pthread_mutex_lock(&l->db->reg);
+  lease_unlist(l);
+  pthread_mutex_unlock(&l->db->reg);
+}
+
+void idem__lease_unref(idem_lease *l) {
+  if (atomic_fetch_sub(&l->refs, 1) == 1) {
+    free(l->result);
+    free(l);
+  }
+}
+
+/* The fence of a new claim: above the row's, or for a key without a row,
+ * above every fence a deleted row ever had. */
+static int next_fence(idem_db *db, const idem__row *row, uint64_t *fence) {
+  if (row->state != IDEM_STATE_ABSENT) {
+    *fence = row->fence + 1;
+    return 0;
+  }
+  int rc = idem__fence_floor(db->store, fence);
+  *fence += 1;
+  return rc;
+}
+
+static int claim(idem_db *db, const void *key, size_t key_len,
+                 const idem_begin_opts *bo, const idem__row *row,
+                 const idem__decision *d, const idem__time *now, idem_lease *l,
+                 idem_answer *out) {
+  /* A re-claim keeps what the first caller recorded unless this one says
+   * otherwise; a fresh claim (new or expired row) starts from this one.
+   * The row's blobs are borrowed from a statement the next store call
+   * reuses, so what is kept is copied first. */
+  bool keep = !d->fresh;
+  const void *fp = bo ? bo->fingerprint : NULL;
+  size_t fp_len = bo ? bo->fingerprint_len : 0;
+  const char *name = bo ? bo->name : NULL;
+  void *fp_copy = NULL;
+  char *name_copy = NULL;
+  if (!fp && keep && row->fingerprint) {
+    if (!(fp_copy = malloc(row->fingerprint_len + 1)))
+      return SQLITE_NOMEM;
+    memcpy(fp_copy, row->fingerprint, row->fingerprint_len);
+    fp = fp_copy;
+    fp_len = row->fingerprint_len;
+  }
+  if (!name && keep && row->name) {
+    if (!(name_copy = strdup(row->name))) {
+      free(fp_copy);
+      return SQLITE_NOMEM;
+    }
+    name = name_copy;
+  }
+  uint64_t fence;
+  int rc = next_fence(db, row, &fence);
+  uuid_generate(l->owner);
+  idem__claim c = {
+      .attempts = d->attempts,
+      .fence = fence,
+      .owner = l->owner,
+      .boot = now->boot,
+      .lease_until = now->lease + db->opt.ttl_ms,
+      .fingerprint = fp,
+      .fingerprint_len = fp_len,
+      .name = name,
+      .created_at = d->fresh ? now->wall : row->created_at,
+      .now = now->wall,
+  };
+  if (rc == 0)
+    rc = idem__row_claim(db->store, key, key_len, &c);
+  free(fp_copy);
+  free(name_copy);
+  if (rc)
+    return rc;
+  l->fence = fence;
+  l->attempt = d->attempts;
+  atomic_store(&l->until, c.lease_until);
+  out->status = IDEM_CLAIMED;
+  out->attempts = d->attempts;
+  out->fence = fence;
+  out->lease_ms = db->opt.ttl_ms;
+  idem__uuid_format(l->owner, out->owner);
+  return 0;
+}
+
+static int check_begin(idem_db *db, const void *key, size_t key_len,
+                       const idem_begin_opts *bo, idem_answer *out) {
+  int code = idem__check_key(db, key, key_len);
+  if (code)
+    return code;
+  if (!out || out->version != IDEM_ANSWER_VERSION)
+    return idem__error(db, IDEM_EINVAL,
+                       "the answer must be initialised with IDEM_ANSWER_INIT");
+  if (bo) {
+    if (bo->version < 1 || bo->version > IDEM_BEGIN_OPTS_VERSION)
+      return idem__error(db, IDEM_EINVAL,
+                         "begin options must be initialised with "
+                         "IDEM_BEGIN_OPTS_INIT");
+    if (!bo->fingerprint && bo->fingerprint_len)
+      return idem__error(db, IDEM_EINVAL, "fingerprint is NULL");
+    if (bo->fingerprint_len > IDEM_MAX_FINGERPRINT)
+      return idem__error(db, IDEM_ETOOBIG,
+                         "fingerprint is %zu bytes; the limit is %d",
+                         bo->fingerprint_len, IDEM_MAX_FINGERPRINT);
+    if (bo->name && strlen(bo->name) > IDEM_MAX_NAME)
+      return idem__error(db, IDEM_ETOOBIG, "name is over %d bytes",
+                         IDEM_MAX_NAME);
+  }
+  if (db->readonly)
+    return idem__error(db, IDEM_EREADONLY, "%s: opened with IDEM_OPEN_READONLY",
+                       db->path);
+  return IDEM_OK;
+}
+
+/* Answers what needs no write from a read snapshot; returns 0 when the
+ * begin has to take the write lock. Under db->mu. */
+static int begin_read(idem_db *db, const void *key, size_t key_len,
+                      const void *fp, size_t fp_len, const idem__time *now,
+                      idem_answer *out, int *sqlite_rc) {
+  idem__row row;
+  idem__decision d;
+  *sqlite_rc = idem__row_get(db->store, key, key_len, &row, true);
+  if (*sqlite_rc)
+    return 0;
+  idem__decide(&row, now, db->opt.max_attempts, fp, fp_len, &d);
+  int answer = 0;
+  if (d.action == IDEM__DO_MISMATCH) {
+    atomic_fetch_add(&db->n_mismatches, 1);
+    answer = idem__error(db, IDEM_EMISMATCH,
+                         "the key was first used with another fingerprint");
+  } else if (d.action == IDEM__DO_ANSWER) {
+    answer = answer_from_row(db, &row, &d, out);
+  }
+  idem__row_done(db->store);
+  return answer;
+}
+
+/* One begin, without waiting. Under db->mu. */
+static int begin_write(idem_db *db, const void *key, size_t key_len,
+                       const idem_begin_opts *bo, const idem__time *now,
+                       idem_lease *l, idem_answer *out, int *sqlite_rc,
+                       bool *poisoned_now) {
+  const void *fp = bo ? bo->fingerprint : NULL;
+  size_t fp_len = bo ? bo->fingerprint_len : 0;
+  idem__row row;
+  idem__decision d;
+  int rc = idem__tx_write(db->store);
+  if (rc == 0)
+    rc = idem__row_get(db->store, key, key_len, &row, true);
+  if (rc) {
+    *sqlite_rc = rc;
+    idem__tx_rollback(db->store);
+    return 0;
+  }
+  idem__decide(&row, now, db->opt.max_attempts, fp, fp_len, &d);
+  int answer;
+  switch (d.action) {
+  case IDEM__DO_MISMATCH:
+    atomic_fetch_add(&db->n_mismatches, 1);
+    answer = idem__error(db, IDEM_EMISMATCH,
+                         "the key was first used with another fingerprint");
+    break;
+  case IDEM__DO_ANSWER:
+    answer = answer_from_row(db, &row, &d, out);
+    break;
+  case IDEM__DO_POISON:
+    rc = idem__row_poison(db->store, key, key_len, now->wall);
+    answer = answer_from_row(db, &row, &d, out);
+    *poisoned_now = true;
+    break;
+  default:
+    rc = claim(db, key, key_len, bo, &row, &d, now, l, out);
+    answer = IDEM_CLAIMED;
+    break;
+  }
+  bool writes = d.action == IDEM__DO_POISON || d.action == IDEM__DO_CLAIM;
+  if (rc == 0 && writes)
+    rc = idem__tx_commit(db->store);
+  if (rc || !writes || answer < 0)
+    idem__tx_rollback(db->store);
+  if (rc) {
+    *sqlite_rc = rc;
+    return 0;
+  }
+  return answer;
+}
+
+static int begin_locked(idem_db *db, const void *key, size_t key_len,
+                        const idem_begin_opts *bo, idem_lease *l,
+                        idem_answer *out, bool *poisoned_now) {
+  idem__time now;
+  now_of(db, &now);
+  int src = 0;
+  int answer = begin_read(db, key, key_len, bo ? bo->fingerprint : NULL,
+                          bo ? bo->fingerprint_len : 0, &now, out, &src);
+  if (answer == 0 && src == 0)
+    answer =
+        begin_write(db, key, key_len, bo, &now, l, out, &src, poisoned_now);
+  if (src == 0)
+    return answer;
+  int code =
+      idem__storage_error(db, src, "begin", idem__store_errmsg(db->store));
+  if (db->opt.fail_policy != IDEM_FAIL_OPEN || code == IDEM_ENOMEM)
+    return code;
+  /* Fail open: the caller asked for a run without protection rather than
+   * none; say so loudly. */
+  idem__log(db, IDEM_LOG_ERROR,
+            "%s: running a job unguarded after a storage error "
+            "(IDEM_FAIL_OPEN)",
+            db->path);
+  l->unguarded = true;
+  out->status = IDEM_CLAIMED;
+  out->unguarded = 1;
+  return IDEM_CLAIMED;
+}
+
+/* One begin attempt, with its lease object made and registered. */
+static int begin_once(idem_db *db, const void *key, size_t key_len,
+                      const idem_begin_opts *bo, idem_answer *out) {
+  idem_lease *l = lease_new(db, key, key_len);
+  if (!l) {
+    idem__lock(db);
+    int code = idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
+    idem__unlock(db);
+    return code;
+  }
+  bool poisoned_now = false;
+  idem__lock(db);
+  int answer = begin_locked(db, key, key_len, bo, l, out, &poisoned_now);
+  idem__unlock(db);
+  if (answer == IDEM_CLAIMED) {
+    atomic_fetch_add(&db->n_claims, 1);
+    lease_register(l, !l->unguarded);
+    out->lease = l;
+  } else {
+    idem__lease_unref(l);
+  }
+  if (poisoned_now) {
+    idem__log(db, IDEM_LOG_WARN,
+              "%s: a key was poisoned after %u attempts; idem_reset() lets "
+              "it run again",
+              db->path, out->attempts);
+    if (db->opt.on_poison)
+      db->opt.on_poison(db->opt.poison_ctx, key, key_len, out->attempts);
+  }
+  return answer;
+}
+
+int idem_begin(idem_db *db, const void *key, size_t key_len,
+               const idem_begin_opts *bo, idem_answer *out) {
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  int code = check_begin(db, key, key_len, bo, out);
+  idem__unlock(db);
+  if (code)
+    return code;
+  int64_t wait = bo ? bo->wait_ms : 0;
+  int64_t deadline = idem__now(db, IDEM_CLOCK_LEASE) + wait;
+  int64_t nap = 1;
+  for (;;) {
+    pthread_mutex_lock(&db->reg);
+    uint64_t ends = db->ends;
+    pthread_mutex_unlock(&db->reg);
+    int answer = begin_once(db, key, key_len, bo, out);
+    if (answer != IDEM_BUSY || wait == 0)
+      return answer;
+    int64_t left = deadline - idem__now(db, IDEM_CLOCK_LEASE);
+    if (wait > 0 && left <= 0)
+      return answer;
+    /* Poll other processes with a growing pause, never past the moment
+     * the other lease runs out or our deadline; a lease of this process
+     * that ends wakes us at once. */
+    int64_t pause = nap < out->lease_ms ? nap : out->lease_ms;
+    if (wait > 0 && left < pause)
+      pause = left;
+    if (pause < 1)
+      pause = 1;
+    nap = nap * 2 > 100 ? 100 : nap * 2;
+    pthread_mutex_lock(&db->reg);
+    if (db->ends == ends) {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      ts.tv_sec += pause / 1000;
+      ts.tv_nsec += (pause % 1000) * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&db->ended, &db->reg, &ts);
+    }
+    pthread_mutex_unlock(&db->reg);
+    idem_answer_clear(out);
+  }
+}
+
+/* --- Ending a lease ---------------------------------------------------- */
+
+#define END_COMPLETE 0
+#define END_FAIL 1
+#define END_RELEASE 2
+
+static const char *const end_name[] = {"complete", "fail", "release"};
+
+/* Whether a row that the fenced write did not match shows that this lease
+ * already did what is asked (a retry after IDEM_EUNKNOWN). */
+static bool already_done(const idem__row *row, const idem_lease *l, int op) {
+  if (row->state == IDEM_STATE_ABSENT || row->fence != l->fence)
+    return false;
+  switch (op) {
+  case END_COMPLETE:
+    return row->state == IDEM_STATE_COMPLETED;
+  case END_FAIL:
+    return row->state == IDEM_STATE_FAILED;
+  default:
+    return row->state == IDEM_STATE_PENDING && !row->has_owner;
+  }
+}
+
+static int end_write(idem_db *db, idem_lease *l, int op, int code,
+                     const void *res, size_t len, bool *lost) {
+  idem__time now;
+  now_of(db, &now);
+  idem__fence f = {l->key, l->key_len, l->owner, l->fence};
+  int changed = 0;
+  int rc = idem__tx_write(db->store);
+  if (rc == 0) {
+    if (op == END_RELEASE)
+      rc = idem__row_release(db->store, &f, now.wall, &changed);
+    else
+      rc = idem__row_finish(
+          db->store, &f,
+          op == END_COMPLETE ? IDEM_STATE_COMPLETED : IDEM_STATE_FAILED, code,
+          res, len, now.wall,
+          db->opt.retention_ms ? now.wall + db->opt.retention_ms : 0, &changed);
+  }
+  if (rc == 0 && !changed) {
+    idem__row row;
+    rc = idem__row_get(db->store, l->key, l->key_len, &row, false);
+    *lost = rc == 0 && !already_done(&row, l, op);
+    idem__row_done(db->store);
+  }
+  if (rc == 0 && changed) {
+    rc = idem__tx_commit(db->store);
+    if (rc && op != END_RELEASE) {
+      idem__tx_rollback(db->store);
+      idem__storage_error(db, rc, end_name[op], idem__store_errmsg(db->store));
+      return idem__error(db, IDEM_EUNKNOWN,
+                         "%s: the commit failed (%s); the result may or may "
+                         "not be stored: call again to find out",
+                         db->path, sqlite3_errstr(rc));
+    }
+  }
+  if (rc) {
+    int err = idem__storage_error(db, rc, end_name[op],
+                                  idem__store_errmsg(db->store));
+    idem__tx_rollback(db->store);
+    return err;
+  }
+  idem__tx_rollback(db->store);
+  return IDEM_OK;
+}
+
+static int lease_end_call(idem_lease *l, int op, int code, const void *res,
+                          size_t len, const char *reason) {
+  if (!l)
+    return IDEM_EINVAL;
+  idem_db *db = l->db;
+  idem__lock(db);
+  int status = atomic_load(&l->status);
+  int err = IDEM_OK;
+  bool lost = false;
+  if (status == IDEM__LEASE_LOST)
+    err = idem__error(db, IDEM_ELEASELOST,
+                      "the lease was taken over by another owner");
+  else if (status == IDEM__LEASE_DONE)
+    err = idem__error(db, IDEM_EMISUSE, "the lease was already finished");
+  else if (!res && len)
+    err = idem__error(db, IDEM_EINVAL, "result is NULL but its length is %zu",
+                      len);
+  else if (len > IDEM_MAX_RESULT)
+    err = idem__error(db, IDEM_ETOOBIG, "result is %zu bytes; the limit is %d",
+                      len, IDEM_MAX_RESULT);
+  else if (reason && strlen(reason) > IDEM_MAX_REASON)
+    err = idem__error(db, IDEM_ETOOBIG, "reason is over %d bytes",
+                      IDEM_MAX_REASON);
+  else if (!l->unguarded)
+    err = end_write(db, l, op, code, res, len, &lost);
+  if (err == IDEM_OK && lost)
+    err = idem__error(db, IDEM_ELEASELOST,
+                      "%s: the lease was taken over by another owner (fence "
+                      "%llu); nothing was changed",
+                      end_name[op], (unsigned long long)l->fence);
+  idem__unlock(db);
+
+  if (err == IDEM_OK) {
+    if (op == END_RELEASE && reason)
+      idem__log(db, IDEM_LOG_INFO, "%s: lease released: %s", db->path, reason);
+    lease_end(l, IDEM__LEASE_DONE);
+  } else if (lost) {
+    idem__lease_mark_lost(l);
+  }
+  return err;
+}
+
+int idem_complete(idem_lease *lease, const void *result, size_t len) {
+  return lease_end_call(lease, END_COMPLETE, 0, result, len, NULL);
+}
+
+int idem_fail(idem_lease *lease, int code, const void *result, size_t len) {
+  return lease_end_call(lease, END_FAIL, code, result, len, NULL);
+}
+
+int idem_release(idem_lease *lease, const char *reason) {
+  return lease_end_call(lease, END_RELEASE, 0, NULL, 0, reason);
+}
+
+int idem_lease_lost(const idem_lease *lease) {
+  return lease && atomic_load(&lease->status) == IDEM__LEASE_LOST;
+}
+
+uint64_t idem_lease_fence(const idem_lease *lease) {
+  return lease ? lease->fence : 0;
+}
+
+uint32_t idem_lease_attempt(const idem_lease *lease) {
+  return lease ? lease->attempt : 0;
+}
+
+void idem_lease_free(idem_lease *lease) {
+  if (!lease)
+    return;
+  idem_db *db = lease->db;
+  if (atomic_load(&lease->status) == IDEM__LEASE_HELD)
+    (void)idem_release(lease, "freed while held");
+  pthread_mutex_lock(&db->reg);
+  if (lease->registered)
+    lease_unlist(lease);
+  db->nleases--;
+  pthread_mutex_unlock(&db->reg);
+  idem__lease_unref(lease);
+}

@@ -1,0 +1,91 @@
+/*
+ * machine.c - the rules: which begin claims, which waits, which is refused.
+ *
+ * The invariants they keep:
+ *  - a completed or failed row within retention is answered, never claimed;
+ *  - a live lease is never taken: the caller is told how long it has left;
+ *  - a claim counts one attempt, and the attempt that would go past
+ *    max_attempts poisons the key instead of running it;
+ *  - a poisoned row stays poisoned (only a reset removes it);
+ *  - a fingerprint recorded for the key must match the caller's, if the
+ *    caller gives one, before anything about the key is revealed.
+ * The fence of a claim is not decided here: the caller takes the row's
+ * fence plus one, or the store's floor plus one for a key without a row.
+ */
+#include "machine.h"
+
+#include <string.h>
+
+bool idem__lease_live(const idem__row *row, const idem__time *now) {
+  if (row->state != IDEM_STATE_PENDING || !row->has_owner)
+    return false;
+  /* A deadline on another boot's clock means nothing here: that holder is
+   * gone. Two hosts whose boot ids both cannot be read compare equal, which
+   * is why an unreadable boot id is documented as a limit. */
+  if (row->has_boot != (now->boot != NULL))
+    return false;
+  if (row->has_boot && memcmp(row->boot, now->boot, 16) != 0)
+    return false;
+  return row->lease_until > now->lease;
+}
+
+bool idem__row_expired(const idem__row *row, const idem__time *now) {
+  return (row->state == IDEM_STATE_COMPLETED ||
+          row->state == IDEM_STATE_FAILED) &&
+         row->expires_at != 0 && row->expires_at <= now->wall;
+}
+
+static bool fingerprint_differs(const idem__row *row, const void *fp,
+                                size_t fp_len) {
+  if (!fp || !row->fingerprint)
+    return false;
+  return row->fingerprint_len != fp_len ||
+         (fp_len && memcmp(row->fingerprint, fp, fp_len) != 0);
+}
+
+void idem__decide(const idem__row *row, const idem__time *now,
+                  uint32_t max_attempts, const void *fingerprint,
+                  size_t fingerprint_len, idem__decision *d) {
+  memset(d, 0, sizeof *d);
+  d->attempts = row->attempts;
+
+  if (row->state == IDEM_STATE_ABSENT || idem__row_expired(row, now)) {
+    /* max_attempts >= 1 when set, so a first attempt always fits. */
+    d->action = IDEM__DO_CLAIM;
+    d->answer = IDEM_CLAIMED;
+    d->fresh = true;
+    d->attempts = 1;
+    return;
+  }
+  if (fingerprint_differs(row, fingerprint, fingerprint_len)) {
+    d->action = IDEM__DO_MISMATCH;
+    return;
+  }
+  d->action = IDEM__DO_ANSWER;
+  switch (row->state) {
+  case IDEM_STATE_COMPLETED:
+    d->answer = IDEM_COMPLETED;
+    return;
+  case IDEM_STATE_FAILED:
+    d->answer = IDEM_FAILED;
+    return;
+  case IDEM_STATE_POISONED:
+    d->answer = IDEM_POISONED;
+    return;
+  default:
+    break;
+  }
+  if (idem__lease_live(row, now)) {
+    d->answer = IDEM_BUSY;
+    d->lease_ms = row->lease_until - now->lease;
+    return;
+  }
+  if (max_attempts && row->attempts >= max_attempts) {
+    d->action = IDEM__DO_POISON;
+    d->answer = IDEM_POISONED;
+    return;
+  }
+  d->action = IDEM__DO_CLAIM;
+  d->answer = IDEM_CLAIMED;
+  d->attempts = row->attempts + 1;
+}

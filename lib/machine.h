@@ -1,0 +1,47 @@
+/*
+ * machine.h - the rules of the state machine, apart from any storage.
+ *
+ * idem__decide() looks at a key's row as read inside the begin transaction
+ * and says what the begin answers and what, if anything, it must write.
+ * It is a pure function of its inputs, so every backend reuses it and the
+ * tests can drive it row by row.
+ */
+#ifndef IDEM_MACHINE_H
+#define IDEM_MACHINE_H
+
+#include "store.h"
+
+/* What a begin does. */
+#define IDEM__DO_ANSWER 0   /* answer from the row; write nothing */
+#define IDEM__DO_CLAIM 1    /* write a claim (insert or overwrite) */
+#define IDEM__DO_POISON 2   /* mark the row poisoned; answer IDEM_POISONED */
+#define IDEM__DO_MISMATCH 3 /* refuse with IDEM_EMISMATCH */
+
+typedef struct idem__time {
+  int64_t lease;             /* boot-clock ms */
+  int64_t wall;              /* epoch ms */
+  const unsigned char *boot; /* this host's boot id, NULL when unknown */
+} idem__time;
+
+typedef struct idem__decision {
+  int action;        /* IDEM__DO_* */
+  int answer;        /* IDEM_CLAIMED ... IDEM_POISONED */
+  bool fresh;        /* a claim that starts the key anew (attempt 1) */
+  uint32_t attempts; /* attempt count after this begin */
+  int64_t lease_ms;  /* IDEM_BUSY: time left on the other lease */
+} idem__decision;
+
+/* Whether the row's lease still holds at `now`: it has an owner, was
+ * written under this boot, and its deadline is ahead. */
+bool idem__lease_live(const idem__row *row, const idem__time *now);
+
+/* Whether a completed or failed row has outlived its retention. */
+bool idem__row_expired(const idem__row *row, const idem__time *now);
+
+/* Decides a begin on `row` (read in the write transaction, or in a read
+ * snapshot: then only IDEM__DO_ANSWER decisions may be acted on). */
+void idem__decide(const idem__row *row, const idem__time *now,
+                  uint32_t max_attempts, const void *fingerprint,
+                  size_t fingerprint_len, idem__decision *d);
+
+#endif

@@ -1,0 +1,520 @@
+/*
+ * store.c - all SQL of the state machine, on one SQLite connection.
+ *
+ * Statements are prepared once per connection and kept, so a begin costs
+ * its SQL steps and no parsing. Fenced writes carry the owner and the fence
+ * in their WHERE clause: a row that another claim has moved on simply does
+ * not match, which is what makes a stale holder harmless.
+ *
+ * The busy handler replaces SQLite's default one, whose sleeps of up to
+ * 100 ms make a waiting writer miss many chances to take the lock: ours
+ * yields, then sleeps for a few tens of microseconds growing to 1 ms, until
+ * the busy timeout.
+ */
+#include "store.h"
+
+#include <sched.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+  S_BEGIN_READ,
+  S_BEGIN_WRITE,
+  S_COMMIT,
+  S_ROLLBACK,
+  S_GET,
+  S_GET_RESULT,
+  S_FLOOR,
+  S_RAISE_FLOOR,
+  S_CLAIM,
+  S_POISON,
+  S_FINISH,
+  S_RELEASE,
+  S_TOUCH,
+  S_DELETE,
+  S_RAISE_FLOOR_STATE,
+  S_DELETE_STATE,
+  S_RAISE_FLOOR_PURGE,
+  S_PURGE,
+  S_COUNT_STATES,
+  S_COUNT_LEASED,
+  S_COUNT_EXPIRED,
+  S_NSTMT
+};
+
+#define ROW_COLUMNS                                                            \
+  "state, attempts, fence, owner, lease_boot, lease_until, fingerprint, "      \
+  "name, code, created_at, updated_at, expires_at, length(result)"
+
+static const char *const sql_text[S_NSTMT] = {
+    [S_BEGIN_READ] = "BEGIN",
+    [S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_GET] = "SELECT " ROW_COLUMNS " FROM idem_keys WHERE key = ?1",
+    [S_GET_RESULT] =
+        "SELECT " ROW_COLUMNS ", result FROM idem_keys WHERE key = ?1",
+    [S_FLOOR] = "SELECT value FROM idem_meta WHERE name = 'fence_floor'",
+    [S_RAISE_FLOOR] =
+        "UPDATE idem_meta SET value = max(value, (SELECT fence FROM idem_keys "
+        "WHERE key = ?1)) WHERE name = 'fence_floor'",
+    [S_CLAIM] =
+        "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
+        "lease_boot, lease_until, fingerprint, name, code, result, "
+        "created_at, updated_at, expires_at) "
+        "VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, ?9, ?10, NULL) "
+        "ON CONFLICT (key) DO UPDATE SET state = 1, attempts = ?2, "
+        "fence = ?3, owner = ?4, lease_boot = ?5, lease_until = ?6, "
+        "fingerprint = ?7, name = ?8, code = 0, result = NULL, "
+        "created_at = ?9, updated_at = ?10, expires_at = NULL",
+    [S_POISON] = "UPDATE idem_keys SET state = 4, owner = NULL, "
+                 "lease_boot = NULL, lease_until = NULL, updated_at = ?2, "
+                 "expires_at = NULL WHERE key = ?1",
+    [S_FINISH] = "UPDATE idem_keys SET state = ?5, code = ?6, result = ?7, "
+                 "owner = NULL, lease_boot = NULL, lease_until = NULL, "
+                 "updated_at = ?8, expires_at = ?9 "
+                 "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
+    [S_RELEASE] = "UPDATE idem_keys SET owner = NULL, lease_boot = NULL, "
+                  "lease_until = NULL, updated_at = ?4 "
+                  "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
+    [S_TOUCH] = "UPDATE idem_keys SET lease_until = ?4 "
+                "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
+    [S_DELETE] = "DELETE FROM idem_keys WHERE key = ?1",
+    [S_RAISE_FLOOR_STATE] =
+        "UPDATE idem_meta SET value = max(value, (SELECT coalesce(max(fence), "
+        "0) FROM idem_keys WHERE state = ?1)) WHERE name = 'fence_floor'",
+    [S_DELETE_STATE] = "DELETE FROM idem_keys WHERE state = ?1",
+    [S_RAISE_FLOOR_PURGE] =
+        "UPDATE idem_meta SET value = max(value, (SELECT coalesce(max(fence), "
+        "0) FROM (SELECT fence FROM idem_keys WHERE expires_at <= ?1 "
+        "AND state IN (2, 3) ORDER BY expires_at LIMIT ?2))) "
+        "WHERE name = 'fence_floor'",
+    [S_PURGE] = "DELETE FROM idem_keys WHERE key IN (SELECT key FROM "
+                "idem_keys WHERE expires_at <= ?1 AND state IN (2, 3) "
+                "ORDER BY expires_at LIMIT ?2)",
+    [S_COUNT_STATES] = "SELECT state, count(*) FROM idem_keys GROUP BY state",
+    [S_COUNT_LEASED] =
+        "SELECT count(*) FROM idem_keys WHERE state = 1 AND owner IS NOT NULL "
+        "AND lease_until > ?1 AND lease_boot IS ?2",
+    [S_COUNT_EXPIRED] = "SELECT count(*) FROM idem_keys WHERE expires_at <= ?1 "
+                        "AND state IN (2, 3)",
+};
+
+struct idem__store {
+  sqlite3 *conn;
+  sqlite3_stmt *stmt[S_NSTMT];
+  sqlite3_stmt *borrowed; /* a stepped statement whose columns a row uses */
+  int busy_timeout_ms;
+  int64_t busy_since;
+  char msg[256]; /* errors of our own, e.g. a failed prepare */
+};
+
+static int busy_wait(void *arg, int count) {
+  idem__store *st = arg;
+  int64_t now = idem__monotonic_ms();
+  if (count == 0)
+    st->busy_since = now;
+  if (now - st->busy_since >= st->busy_timeout_ms)
+    return 0;
+  if (count < 3) {
+    sched_yield();
+    return 1;
+  }
+  long us = 20L << (count < 9 ? count - 3 : 6); /* 20 us .. 1.28 ms */
+  if (us > 1000)
+    us = 1000;
+  struct timespec ts = {0, us * 1000L};
+  nanosleep(&ts, NULL);
+  return 1;
+}
+
+int idem__store_open(idem__store **out, const char *path, unsigned flags,
+                     int busy_timeout_ms) {
+  *out = NULL;
+  idem__store *st = calloc(1, sizeof *st);
+  if (!st)
+    return SQLITE_NOMEM;
+  int oflags = SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+#ifdef SQLITE_OPEN_EXRESCODE
+  oflags |= SQLITE_OPEN_EXRESCODE;
+#endif
+  if (flags & IDEM__STORE_READONLY)
+    oflags |= SQLITE_OPEN_READONLY;
+  else
+    oflags |= SQLITE_OPEN_READWRITE;
+  if (flags & IDEM__STORE_CREATE)
+    oflags |= SQLITE_OPEN_CREATE;
+  int rc = sqlite3_open_v2(path, &st->conn, oflags, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_extended_result_codes(st->conn, 1);
+    st->busy_timeout_ms = busy_timeout_ms;
+    sqlite3_busy_handler(st->conn, busy_wait, st);
+  }
+  *out = st;
+  return rc;
+}
+
+void idem__store_close(idem__store *st) {
+  if (!st)
+    return;
+  for (int i = 0; i < S_NSTMT; i++)
+    sqlite3_finalize(st->stmt[i]);
+  sqlite3_close(st->conn);
+  free(st);
+}
+
+const char *idem__store_errmsg(const idem__store *st) {
+  if (st->msg[0])
+    return st->msg;
+  return st->conn ? sqlite3_errmsg(st->conn) : "out of memory";
+}
+
+sqlite3 *idem__store_conn(idem__store *st) {
+  return st->conn;
+}
+
+void idem__row_done(idem__store *st) {
+  if (st->borrowed) {
+    sqlite3_reset(st->borrowed);
+    st->borrowed = NULL;
+  }
+}
+
+/* Hands out statement `id`, prepared on first use and reset for reuse. */
+static int stmt(idem__store *st, int id, sqlite3_stmt **out) {
+  idem__row_done(st);
+  st->msg[0] = '\0';
+  if (!st->stmt[id]) {
+    int rc = sqlite3_prepare_v3(st->conn, sql_text[id], -1,
+                                SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL);
+    if (rc != SQLITE_OK)
+      return rc;
+  }
+  *out = st->stmt[id];
+  return SQLITE_OK;
+}
+
+/* Steps a statement that returns no row, then resets it; an error's message
+ * stays readable because reset returns the same code and keeps it. */
+static int run(sqlite3_stmt *s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+    return SQLITE_OK;
+  return rc;
+}
+
+static int bind_blob(sqlite3_stmt *s, int i, const void *p, size_t n) {
+  if (!p)
+    return sqlite3_bind_null(s, i);
+  if (n == 0)
+    return sqlite3_bind_zeroblob(s, i, 0);
+  return sqlite3_bind_blob64(s, i, p, n, SQLITE_STATIC);
+}
+
+static int bind_fence(sqlite3_stmt *s, const idem__fence *f) {
+  int rc = bind_blob(s, 1, f->key, f->key_len);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_bind_blob(s, 2, f->owner, 16, SQLITE_STATIC);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)f->fence);
+  return rc;
+}
+
+static int simple(idem__store *st, int id) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, id, &s);
+  return rc ? rc : run(s);
+}
+
+int idem__tx_read(idem__store *st) {
+  return simple(st, S_BEGIN_READ);
+}
+
+int idem__tx_write(idem__store *st) {
+  return simple(st, S_BEGIN_WRITE);
+}
+
+int idem__tx_commit(idem__store *st) {
+  return simple(st, S_COMMIT);
+}
+
+void idem__tx_rollback(idem__store *st) {
+  if (!sqlite3_get_autocommit(st->conn))
+    (void)simple(st, S_ROLLBACK);
+}
+
+static void copy16(const void *p, int n, unsigned char out[16], bool *has) {
+  *has = p && n == 16;
+  if (*has)
+    memcpy(out, p, 16);
+}
+
+static void read_row(sqlite3_stmt *s, idem__row *row, bool with_result) {
+  row->state = sqlite3_column_int(s, 0);
+  row->attempts = (uint32_t)sqlite3_column_int64(s, 1);
+  row->fence = (uint64_t)sqlite3_column_int64(s, 2);
+  copy16(sqlite3_column_blob(s, 3), sqlite3_column_bytes(s, 3), row->owner,
+         &row->has_owner);
+  copy16(sqlite3_column_blob(s, 4), sqlite3_column_bytes(s, 4), row->boot,
+         &row->has_boot);
+  row->lease_until = sqlite3_column_int64(s, 5);
+  row->fingerprint = NULL;
+  row->fingerprint_len = 0;
+  if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
+    /* A zero-length blob has a NULL pointer; keep "recorded" apart from
+     * "absent" with a non-NULL empty string. */
+    row->fingerprint_len = (size_t)sqlite3_column_bytes(s, 6);
+    row->fingerprint = sqlite3_column_blob(s, 6);
+    if (!row->fingerprint)
+      row->fingerprint = "";
+  }
+  row->name = (const char *)sqlite3_column_text(s, 7);
+  row->code = sqlite3_column_int(s, 8);
+  row->created_at = sqlite3_column_int64(s, 9);
+  row->updated_at = sqlite3_column_int64(s, 10);
+  row->expires_at = sqlite3_column_int64(s, 11);
+  row->result_len = (size_t)sqlite3_column_int64(s, 12);
+  row->result = NULL;
+  if (with_result && sqlite3_column_type(s, 13) != SQLITE_NULL) {
+    row->result = sqlite3_column_blob(s, 13);
+    if (!row->result)
+      row->result = "";
+  }
+}
+
+int idem__row_get(idem__store *st, const void *key, size_t key_len,
+                  idem__row *row, bool want_result) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, want_result ? S_GET_RESULT : S_GET, &s);
+  if (rc)
+    return rc;
+  memset(row, 0, sizeof *row);
+  rc = bind_blob(s, 1, key, key_len);
+  if (rc)
+    return rc;
+  rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    read_row(s, row, want_result);
+    st->borrowed = s; /* the row points into it until the next call */
+    return SQLITE_OK;
+  }
+  sqlite3_reset(s);
+  row->state = IDEM_STATE_ABSENT;
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int idem__fence_floor(idem__store *st, uint64_t *out) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_FLOOR, &s);
+  if (rc)
+    return rc;
+  rc = sqlite3_step(s);
+  *out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int idem__row_claim(idem__store *st, const void *key, size_t key_len,
+                    const idem__claim *c) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_CLAIM, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_blob(s, 1, key, key_len)) ||
+      (rc = sqlite3_bind_int64(s, 2, c->attempts)) ||
+      (rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)c->fence)) ||
+      (rc = sqlite3_bind_blob(s, 4, c->owner, 16, SQLITE_STATIC)) ||
+      (rc = bind_blob(s, 5, c->boot, c->boot ? 16 : 0)) ||
+      (rc = sqlite3_bind_int64(s, 6, c->lease_until)) ||
+      (rc = bind_blob(s, 7, c->fingerprint, c->fingerprint_len)) ||
+      (rc = c->name ? sqlite3_bind_text(s, 8, c->name, -1, SQLITE_STATIC)
+                    : sqlite3_bind_null(s, 8)) ||
+      (rc = sqlite3_bind_int64(s, 9, c->created_at)) ||
+      (rc = sqlite3_bind_int64(s, 10, c->now)))
+    return rc;
+  return run(s);
+}
+
+int idem__row_poison(idem__store *st, const void *key, size_t key_len,
+                     int64_t now) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_POISON, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_blob(s, 1, key, key_len)) ||
+      (rc = sqlite3_bind_int64(s, 2, now)))
+    return rc;
+  return run(s);
+}
+
+static int run_fenced(idem__store *st, sqlite3_stmt *s, int *changed) {
+  int rc = run(s);
+  *changed = rc == SQLITE_OK ? sqlite3_changes(st->conn) : 0;
+  return rc;
+}
+
+int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
+                     const void *result, size_t len, int64_t now,
+                     int64_t expires_at, int *changed) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_FINISH, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int(s, 5, state)) ||
+      (rc = sqlite3_bind_int(s, 6, code)) ||
+      (rc = bind_blob(s, 7, result ? result : "", len)) ||
+      (rc = sqlite3_bind_int64(s, 8, now)) ||
+      (rc = expires_at ? sqlite3_bind_int64(s, 9, expires_at)
+                       : sqlite3_bind_null(s, 9)))
+    return rc;
+  return run_fenced(st, s, changed);
+}
+
+int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
+                      int *changed) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_RELEASE, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, now)))
+    return rc;
+  return run_fenced(st, s, changed);
+}
+
+int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,
+                    int *changed) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_TOUCH, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, lease_until)))
+    return rc;
+  return run_fenced(st, s, changed);
+}
+
+int idem__row_delete(idem__store *st, const void *key, size_t key_len,
+                     int *changed) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_RAISE_FLOOR, &s);
+  if (rc || (rc = bind_blob(s, 1, key, key_len)) || (rc = run(s)))
+    return rc;
+  if ((rc = stmt(st, S_DELETE, &s)) || (rc = bind_blob(s, 1, key, key_len)))
+    return rc;
+  return run_fenced(st, s, changed);
+}
+
+int idem__rows_delete_state(idem__store *st, int state, uint64_t *count) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_RAISE_FLOOR_STATE, &s);
+  if (rc || (rc = sqlite3_bind_int(s, 1, state)) || (rc = run(s)))
+    return rc;
+  int changed;
+  if ((rc = stmt(st, S_DELETE_STATE, &s)) ||
+      (rc = sqlite3_bind_int(s, 1, state)) ||
+      (rc = run_fenced(st, s, &changed)))
+    return rc;
+  *count = (uint64_t)changed;
+  return SQLITE_OK;
+}
+
+int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
+                     uint64_t *count) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_RAISE_FLOOR_PURGE, &s);
+  if (rc || (rc = sqlite3_bind_int64(s, 1, now)) ||
+      (rc = sqlite3_bind_int(s, 2, (int)batch)) || (rc = run(s)))
+    return rc;
+  int changed;
+  if ((rc = stmt(st, S_PURGE, &s)) || (rc = sqlite3_bind_int64(s, 1, now)) ||
+      (rc = sqlite3_bind_int(s, 2, (int)batch)) ||
+      (rc = run_fenced(st, s, &changed)))
+    return rc;
+  *count = (uint64_t)changed;
+  return SQLITE_OK;
+}
+
+int idem__rows_scan(idem__store *st, int state, const void *after,
+                    size_t after_len, unsigned limit,
+                    int (*fn)(void *ctx, const void *key, size_t key_len,
+                              const idem__row *row),
+                    void *ctx) {
+  /* Admin listing is rare: a statement of its own each time keeps the
+   * cache of hot statements small. */
+  static const char sql[] =
+      "SELECT " ROW_COLUMNS ", key FROM idem_keys WHERE (?1 < 0 OR state = ?1) "
+      "AND (?2 IS NULL OR key > ?2) ORDER BY key LIMIT ?3";
+  sqlite3_stmt *s;
+  idem__row_done(st);
+  int rc = sqlite3_prepare_v2(st->conn, sql, -1, &s, NULL);
+  if (rc)
+    return rc;
+  if ((rc = sqlite3_bind_int(s, 1, state)) ||
+      (rc = after_len ? bind_blob(s, 2, after, after_len)
+                      : sqlite3_bind_null(s, 2)) ||
+      (rc = sqlite3_bind_int64(s, 3, limit))) {
+    sqlite3_finalize(s);
+    return rc;
+  }
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    idem__row row;
+    read_row(s, &row, false);
+    const void *key = sqlite3_column_blob(s, 13);
+    size_t key_len = (size_t)sqlite3_column_bytes(s, 13);
+    if (fn(ctx, key ? key : "", key_len, &row))
+      break;
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int count_one(idem__store *st, int id, int64_t a,
+                     const unsigned char *boot, uint64_t *out) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, id, &s);
+  if (rc || (rc = sqlite3_bind_int64(s, 1, a)) ||
+      (rc = id == S_COUNT_LEASED ? bind_blob(s, 2, boot, boot ? 16 : 0)
+                                 : SQLITE_OK))
+    return rc;
+  rc = sqlite3_step(s);
+  *out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
+                     const unsigned char *boot, idem_stats *out) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_COUNT_STATES, &s);
+  if (rc)
+    return rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    int state = sqlite3_column_int(s, 0);
+    if (state > IDEM_STATE_ABSENT && state <= IDEM_STATE_POISONED)
+      out->rows[state] = (uint64_t)sqlite3_column_int64(s, 1);
+  }
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE)
+    return rc;
+  if ((rc = count_one(st, S_COUNT_LEASED, lease_now, boot, &out->leased)) ||
+      (rc = count_one(st, S_COUNT_EXPIRED, wall_now, NULL, &out->expired)))
+    return rc;
+  sqlite3_stmt *p;
+  int64_t pages = 0, size = 0;
+  if (sqlite3_prepare_v2(st->conn, "PRAGMA page_count", -1, &p, NULL) ==
+      SQLITE_OK) {
+    if (sqlite3_step(p) == SQLITE_ROW)
+      pages = sqlite3_column_int64(p, 0);
+    sqlite3_finalize(p);
+  }
+  if (sqlite3_prepare_v2(st->conn, "PRAGMA page_size", -1, &p, NULL) ==
+      SQLITE_OK) {
+    if (sqlite3_step(p) == SQLITE_ROW)
+      size = sqlite3_column_int64(p, 0);
+    sqlite3_finalize(p);
+  }
+  out->db_bytes = pages * size;
+  return SQLITE_OK;
+}

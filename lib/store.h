@@ -1,0 +1,119 @@
+/*
+ * store.h - the storage interface of the state machine.
+ *
+ * Every SQL statement of the state machine lives behind this interface, in
+ * store.c. The rules that decide what a begin may do live in machine.c and
+ * only see idem__row values, so a second backend (PostgreSQL, with SELECT
+ * ... FOR UPDATE in place of BEGIN IMMEDIATE) implements this file's
+ * functions and reuses the rules unchanged.
+ *
+ * Functions return SQLite result codes (SQLITE_OK, SQLITE_BUSY, ...); the
+ * caller turns them into IDEM_E* codes with idem__storage_error(), which
+ * reads the connection's message through idem__store_errmsg().
+ */
+#ifndef IDEM_STORE_H
+#define IDEM_STORE_H
+
+#include "internal.h"
+
+/* One row of idem_keys. Blob pointers borrow from the store and are valid
+ * until the next call on that store. */
+typedef struct idem__row {
+  int state; /* IDEM_STATE_*; IDEM_STATE_ABSENT when there is no row */
+  uint32_t attempts;
+  uint64_t fence;
+  bool has_owner;
+  unsigned char owner[16];
+  bool has_boot;
+  unsigned char boot[16];
+  int64_t lease_until;
+  const void *fingerprint; /* NULL when none was recorded */
+  size_t fingerprint_len;
+  const char *name; /* NULL when none */
+  int code;
+  const void *result; /* NULL unless terminal */
+  size_t result_len;
+  int64_t created_at;
+  int64_t updated_at;
+  int64_t expires_at; /* 0 = kept forever */
+} idem__row;
+
+/* What a claim writes; the rest of the row is cleared. */
+typedef struct idem__claim {
+  uint32_t attempts;
+  uint64_t fence;
+  const unsigned char *owner;
+  const unsigned char *boot; /* NULL when unknown */
+  int64_t lease_until;
+  const void *fingerprint;
+  size_t fingerprint_len;
+  const char *name;
+  int64_t created_at;
+  int64_t now;
+} idem__claim;
+
+/* What a fenced call identifies itself with. */
+typedef struct idem__fence {
+  const void *key;
+  size_t key_len;
+  const unsigned char *owner;
+  uint64_t fence;
+} idem__fence;
+
+#define IDEM__STORE_READONLY 0x1
+#define IDEM__STORE_CREATE 0x2
+
+int idem__store_open(idem__store **out, const char *path, unsigned flags,
+                     int busy_timeout_ms);
+void idem__store_close(idem__store *st);
+const char *idem__store_errmsg(const idem__store *st);
+/* The schema is checked and created by schema.c on this connection. */
+struct sqlite3 *idem__store_conn(idem__store *st);
+
+int idem__tx_read(idem__store *st);  /* a read snapshot */
+int idem__tx_write(idem__store *st); /* BEGIN IMMEDIATE */
+int idem__tx_commit(idem__store *st);
+void idem__tx_rollback(idem__store *st);
+
+/* Reads the row of key; row->state is IDEM_STATE_ABSENT if none. With
+ * want_result the stored result is read too. */
+int idem__row_get(idem__store *st, const void *key, size_t key_len,
+                  idem__row *row, bool want_result);
+/* Lets go of the row a get lent out (and of the read snapshot it holds
+ * outside a transaction). */
+void idem__row_done(idem__store *st);
+/* The next fence for a key that has no row: above every fence a deleted
+ * row ever had. */
+int idem__fence_floor(idem__store *st, uint64_t *out);
+
+int idem__row_claim(idem__store *st, const void *key, size_t key_len,
+                    const idem__claim *c);
+int idem__row_poison(idem__store *st, const void *key, size_t key_len,
+                     int64_t now);
+/* Fenced writes: *changed is 0 when the row no longer carries the fence. */
+int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
+                     const void *result, size_t len, int64_t now,
+                     int64_t expires_at, int *changed);
+int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
+                      int *changed);
+int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,
+                    int *changed);
+
+/* Deletes rows, raising the fence floor past their fences first. */
+int idem__row_delete(idem__store *st, const void *key, size_t key_len,
+                     int *changed);
+int idem__rows_delete_state(idem__store *st, int state, uint64_t *count);
+int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
+                     uint64_t *count);
+
+/* Calls fn for up to limit rows after `after` in key order, inside the
+ * caller's transaction; fn's row borrows from the store. */
+int idem__rows_scan(idem__store *st, int state, const void *after,
+                    size_t after_len, unsigned limit,
+                    int (*fn)(void *ctx, const void *key, size_t key_len,
+                              const idem__row *row),
+                    void *ctx);
+int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
+                     const unsigned char *boot, idem_stats *out);
+
+#endif
