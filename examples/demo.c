@@ -40,6 +40,7 @@
 #define NKEYS 3
 #define JOB_MS 200
 #define CRASH_TTL_MS 1000
+#define KILL_AFTER_MS 300
 #define POISON_MAX 3
 
 static const char *const race_keys[NKEYS] = {"invoice-1001", "invoice-1002",
@@ -473,6 +474,9 @@ static void scene_crash(void) {
     line[n] = '\0';
     dead_fence = strtoull(line, NULL, 10);
   }
+  /* Some way into the job, so that less than the TTL is left on the lease. */
+  if (n > 0)
+    sleep_ms(KILL_AFTER_MS);
   kill(pid, SIGKILL);
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
@@ -482,7 +486,8 @@ static void scene_crash(void) {
   }
   expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
          "the worker was not killed by SIGKILL");
-  printf("   pid %ld killed before it could complete\n", (long)pid);
+  printf("   pid %ld killed %d ms into the job, before it could complete\n",
+         (long)pid, KILL_AFTER_MS);
 
   o.ttl_ms = CRASH_TTL_MS;
   if (open_db(&db, &o) != IDEM_OK) {
@@ -536,7 +541,8 @@ static void scene_crash(void) {
   }
   idem_lease_free(ans.lease);
   idem_answer_clear(&ans);
-  printf("   stored \"%s\"; nothing of the dead attempt\n", result);
+  printf("   stored \"%s\";\n   the killed attempt left no result behind\n",
+         result);
   expect_stored(db, crash_key, result, 2);
   close_db(db);
 }
@@ -693,7 +699,7 @@ int main(int argc, char **argv) {
     perror(tmp_dir);
 
   if (failures) {
-    printf("\n%d expectation%s FAILED\n", failures, failures == 1 ? "" : "s");
+    printf("\n%d check%s FAILED\n", failures, failures == 1 ? "" : "s");
     return 1;
   }
   printf("\nAll expectations held: every job ran once per key and every "
