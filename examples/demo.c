@@ -473,10 +473,9 @@ static void scene_crash(void) {
   if (n > 0) {
     line[n] = '\0';
     dead_fence = strtoull(line, NULL, 10);
-  }
-  /* Some way into the job, so that less than the TTL is left on the lease. */
-  if (n > 0)
+    /* Some way into the job, so that less than the TTL is left. */
     sleep_ms(KILL_AFTER_MS);
+  }
   kill(pid, SIGKILL);
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
@@ -496,6 +495,8 @@ static void scene_crash(void) {
   }
   t0 = now_ms();
   rc = idem_begin(db, crash_key, strlen(crash_key), NULL, &ans);
+  if (rc < 0)
+    report("idem_begin", rc, db);
   left = ans.lease_ms;
   printf("   next caller: %s, the dead worker's lease has %" PRId64
          " ms left\n",
@@ -621,9 +622,10 @@ static void scene_poison(void) {
 
 /* --- Setup and teardown ------------------------------------------------- */
 
-/* Creates the database before any worker exists and clears the demo's keys
- * from an earlier run on the same file, so the expectations hold again. */
-static int prepare(void) {
+/* Creates the database before any worker exists. In a database the user
+ * named, clears the demo's keys from an earlier run on the same file, so
+ * that the expectations hold again; a fresh one has nothing to clear. */
+static int prepare(int fresh) {
   const char *keys[] = {race_keys[0], race_keys[1], race_keys[2], crash_key,
                         poison_key};
   idem_db *db = NULL;
@@ -631,7 +633,7 @@ static int prepare(void) {
 
   if (open_db(&db, NULL) != IDEM_OK)
     return -1;
-  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+  for (size_t i = 0; !fresh && i < sizeof keys / sizeof keys[0]; i++) {
     int rc = idem_reset(db, keys[i], strlen(keys[i]));
     if (rc == IDEM_OK)
       cleared++;
@@ -681,7 +683,7 @@ int main(int argc, char **argv) {
     snprintf(db_path, sizeof db_path, "%s/demo.db", tmp_dir);
 
   printf("libidem %s demo; database %s\n", idem_version(), db_path);
-  if (prepare() == 0) {
+  if (prepare(own_db) == 0) {
     scene_race();
     scene_crash();
     scene_poison();

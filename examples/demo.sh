@@ -40,9 +40,10 @@ fi
 # fresh build. A build/ that exists already keeps its own settings.
 echo "== Building into build/"
 if [ -f build/CMakeCache.txt ]; then
-  cmake -S . -B build
+  cmake -S . -B build --log-level=WARNING
 else
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DIDEM_TESTS=OFF
+  cmake -S . -B build --log-level=WARNING -DCMAKE_BUILD_TYPE=Release \
+    -DIDEM_TESTS=OFF
 fi
 cmake --build build --parallel "$(nproc 2>/dev/null || echo 2)"
 
