@@ -124,11 +124,12 @@ static void test_truncated_db(void **state) {
   char *bytes = tu_read_file(fx->path, &len);
   assert_non_null(bytes);
   assert_true(len > 1000);
-  char *trunc = tu_path(fx->dir, "truncated.db");
-  assert_int_equal(tu_write_file(trunc, bytes, 1000), 0);
-  assert_refused(trunc, &fx->opts, IDEM_ENOTDB, IDEM_ECORRUPT);
-  free(trunc);
+  char trunc[4096];
+  snprintf(trunc, sizeof trunc, "%s/truncated.db", fx->dir);
+  int wrote = tu_write_file(trunc, bytes, 1000);
   free(bytes);
+  assert_int_equal(wrote, 0);
+  assert_refused(trunc, &fx->opts, IDEM_ENOTDB, IDEM_ECORRUPT);
 }
 
 /* Pages after the first overwritten with garbage: the damage is reported
@@ -142,15 +143,16 @@ static void test_garbage_pages(void **state) {
   assert_non_null(bytes);
   assert_true(len > 3 * 4096);
   memset(bytes + 4096, 0x5A, len - 4096);
-  char *bad = tu_path(fx->dir, "garbage.db");
-  assert_int_equal(tu_write_file(bad, bytes, len), 0);
+  char bad[4096];
+  snprintf(bad, sizeof bad, "%s/garbage.db", fx->dir);
+  int wrote = tu_write_file(bad, bytes, len);
   free(bytes);
+  assert_int_equal(wrote, 0);
 
   idem_db *db = NULL;
   int rc = idem_open(&db, bad, &fx->opts);
   if (rc == IDEM_ECORRUPT) {
     assert_int_equal(idem_close(db), IDEM_OK);
-    free(bad);
     return;
   }
   assert_int_equal(rc, IDEM_OK);
@@ -168,7 +170,6 @@ static void test_garbage_pages(void **state) {
   }
   assert_true(corrupt > 0);
   assert_int_equal(idem_close(db), IDEM_OK);
-  free(bad);
 }
 
 /* Creates an application's database with one table and one row. */

@@ -1,0 +1,295 @@
+/*
+ * test_threads.c - many threads on shared handles, and the heartbeat
+ * thread.
+ *
+ * One idem_db may be used by any number of threads at once. Threads race
+ * over shared keys through one handle and through several; each key must
+ * be completed once and every thread must get the same result. The suite
+ * is meant to be clean under ThreadSanitizer (IDEM_SANITIZE=thread), so
+ * everything the threads share here is atomic or written before the
+ * threads start and read after they are joined.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "testutil.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NTHREADS 8
+#define NKEYS 50
+#define RESULT_MAX 48
+
+static tu_fx *fx_of(void **state) {
+  return *state;
+}
+
+static void sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+static int64_t real_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct shared {
+  idem_db *dbs[NTHREADS];
+  int ndb;
+  int use_run;
+  pthread_barrier_t start;
+  atomic_int runs[NKEYS]; /* job bodies executed per key */
+  atomic_int error;       /* first unexpected code, as (line << 8 | -rc) */
+  char results[NTHREADS][NKEYS][RESULT_MAX];
+};
+
+struct worker {
+  struct shared *sh;
+  int t;
+  int key; /* the key of the current idem_run job */
+};
+
+static void note_error(struct shared *sh, int line, int rc) {
+  int expected = 0;
+  atomic_compare_exchange_strong(&sh->error, &expected,
+                                 line * 256 + (rc < 0 ? -rc : rc));
+}
+
+/* The job body: counts the run and makes the result of this thread. */
+static void job_body(struct worker *w, int k, char *result) {
+  atomic_fetch_add(&w->sh->runs[k], 1);
+  sleep_us(200);
+  snprintf(result, RESULT_MAX, "key %d by thread %d", k, w->t);
+}
+
+static int run_job(void *ctx, idem_lease *lease) {
+  struct worker *w = ctx;
+  char result[RESULT_MAX];
+  job_body(w, w->key, result);
+  if (idem_lease_set_result(lease, result, strlen(result), 0) != IDEM_OK)
+    note_error(w->sh, __LINE__, -1);
+  return IDEM_JOB_DONE;
+}
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  struct shared *sh = w->sh;
+  idem_db *db = sh->dbs[w->t % sh->ndb];
+  idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
+  bo.wait_ms = 20000;
+  pthread_barrier_wait(&sh->start);
+  for (int j = 0; j < NKEYS; j++) {
+    int k = w->t % 2 ? NKEYS - 1 - j : j;
+    char key[16];
+    snprintf(key, sizeof key, "key-%02d", k);
+    char *result = sh->results[w->t][k];
+    idem_answer a = IDEM_ANSWER_INIT;
+    for (int tries = 0;; tries++) {
+      int rc;
+      if (sh->use_run) {
+        w->key = k;
+        rc = idem_run(db, key, strlen(key), &bo, run_job, w, &a);
+      } else {
+        rc = idem_begin(db, key, strlen(key), &bo, &a);
+        if (rc == IDEM_CLAIMED) {
+          job_body(w, k, result);
+          int crc = idem_complete(a.lease, result, strlen(result));
+          if (crc != IDEM_OK)
+            note_error(sh, __LINE__, crc);
+          idem_lease_free(a.lease);
+          break;
+        }
+      }
+      if (rc == IDEM_COMPLETED) {
+        if (a.result_len >= RESULT_MAX)
+          note_error(sh, __LINE__, rc);
+        else
+          memcpy(result, a.result, a.result_len + 1);
+        break;
+      }
+      if (rc != IDEM_BUSY || tries > 50) {
+        note_error(sh, __LINE__, rc);
+        break;
+      }
+      idem_answer_clear(&a);
+    }
+    idem_answer_clear(&a);
+  }
+  return NULL;
+}
+
+/* Runs NTHREADS workers over NKEYS keys spread over `ndb` handles and
+ * checks: no unexpected code, one job body per key, one result per key
+ * that every thread and the database agree on. */
+static void run_threads(tu_fx *fx, int ndb, int use_run) {
+  struct shared *sh = calloc(1, sizeof *sh);
+  assert_non_null(sh);
+  idem_options o = tu_options(NULL);
+  o.ttl_ms = 30000;
+  o.heartbeat_ms = 0; /* background heartbeat thread on every handle */
+  for (int i = 0; i < ndb; i++)
+    assert_int_equal(tu_open(&sh->dbs[i], fx->path, &o), IDEM_OK);
+  sh->ndb = ndb;
+  sh->use_run = use_run;
+  for (int k = 0; k < NKEYS; k++)
+    atomic_init(&sh->runs[k], 0);
+  atomic_init(&sh->error, 0);
+  assert_int_equal(pthread_barrier_init(&sh->start, NULL, NTHREADS), 0);
+
+  pthread_t th[NTHREADS];
+  struct worker w[NTHREADS];
+  for (int t = 0; t < NTHREADS; t++) {
+    w[t].sh = sh;
+    w[t].t = t;
+    w[t].key = -1;
+    assert_int_equal(pthread_create(&th[t], NULL, worker_main, &w[t]), 0);
+  }
+  for (int t = 0; t < NTHREADS; t++)
+    assert_int_equal(pthread_join(th[t], NULL), 0);
+  pthread_barrier_destroy(&sh->start);
+
+  int err = atomic_load(&sh->error);
+  if (err != 0)
+    fail_msg("a worker got %s at line %d", idem_errstr(-(err % 256)),
+             err / 256);
+  for (int k = 0; k < NKEYS; k++) {
+    int runs = atomic_load(&sh->runs[k]);
+    if (runs != 1)
+      fail_msg("key-%02d: the job body ran %d times", k, runs);
+    for (int t = 1; t < NTHREADS; t++)
+      if (strcmp(sh->results[t][k], sh->results[0][k]) != 0)
+        fail_msg("key-%02d: thread 0 got \"%s\", thread %d \"%s\"", k,
+                 sh->results[0][k], t, sh->results[t][k]);
+    char key[16];
+    snprintf(key, sizeof key, "key-%02d", k);
+    tu_assert_completed(sh->dbs[0], key, sh->results[0][k]);
+  }
+  idem_stats st = tu_stats(sh->dbs[0]);
+  assert_int_equal(st.rows[IDEM_STATE_COMPLETED], NKEYS);
+  for (int i = 0; i < ndb; i++)
+    assert_int_equal(idem_close(sh->dbs[i]), IDEM_OK);
+  free(sh);
+}
+
+/* Eight threads share one handle with begin/complete. */
+static void test_threads_one_handle(void **state) {
+  run_threads(fx_of(state), 1, 0);
+}
+
+/* Eight threads over four handles (two each) with begin/complete. */
+static void test_threads_four_handles(void **state) {
+  run_threads(fx_of(state), 4, 0);
+}
+
+/* Eight threads on one handle with idem_run and a wait: waiters are woken
+ * by completions of the same handle. */
+static void test_threads_run_one_handle(void **state) {
+  run_threads(fx_of(state), 1, 1);
+}
+
+/* Eight threads over four handles with idem_run and a wait. */
+static void test_threads_run_four_handles(void **state) {
+  run_threads(fx_of(state), 4, 1);
+}
+
+/* The background heartbeat keeps a lease alive well past its TTL while the
+ * holder works (real time: ttl 1 s, refresh every 100 ms, held 2.5 s):
+ * another handle sees BUSY the whole time, and the holder can complete. */
+static void test_heartbeat_thread_keeps_lease(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_options o = tu_options(NULL);
+  o.ttl_ms = 1000;
+  o.heartbeat_ms = 100;
+  idem_db *holder = NULL, *other = NULL;
+  assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
+  assert_int_equal(tu_open(&other, fx->path, &o), IDEM_OK);
+  idem_lease *l = tu_claim(holder, "long-job");
+  int64_t end = real_ms() + 2500;
+  idem_answer a = IDEM_ANSWER_INIT;
+  while (real_ms() < end) {
+    int rc = tu_begin(other, "long-job", &a);
+    if (rc != IDEM_BUSY)
+      fail_msg("the lease lapsed while the holder was alive: %s",
+               idem_errstr(rc));
+    assert_true(a.lease_ms > 0 && a.lease_ms <= 1000);
+    assert_int_equal(idem_lease_lost(l), 0);
+    sleep_us(50000);
+  }
+  idem_answer_clear(&a);
+  assert_int_equal(idem_complete(l, "finished", 8), IDEM_OK);
+  idem_lease_free(l);
+  tu_assert_completed(other, "long-job", "finished");
+  assert_int_equal(idem_close(other), IDEM_OK);
+  assert_int_equal(idem_close(holder), IDEM_OK);
+}
+
+struct lost_seen {
+  atomic_int calls;
+  _Atomic(idem_lease *) lease;
+};
+
+static void on_lost_cb(void *ctx, idem_lease *lease) {
+  struct lost_seen *s = ctx;
+  atomic_store(&s->lease, lease);
+  atomic_fetch_add(&s->calls, 1);
+}
+
+/* When a lease is revoked (here by idem_reset on another handle), the
+ * background heartbeat finds out by itself: idem_lease_lost() becomes
+ * non-zero for the job polling it from its own thread, on_lost is told
+ * exactly once with that lease, and the handle counts it. */
+static void test_heartbeat_thread_reports_lost(void **state) {
+  tu_fx *fx = fx_of(state);
+  struct lost_seen seen;
+  atomic_init(&seen.calls, 0);
+  atomic_init(&seen.lease, NULL);
+  idem_options o = fx->opts;
+  o.heartbeat_ms = 20;
+  o.on_lost = on_lost_cb;
+  o.lost_ctx = &seen;
+  idem_db *holder = NULL, *admin = NULL;
+  assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
+  assert_int_equal(tu_open(&admin, fx->path, &fx->opts), IDEM_OK);
+  idem_lease *l = tu_claim(holder, "k");
+  sleep_us(100000); /* a few refreshes that find it alive */
+  assert_int_equal(idem_lease_lost(l), 0);
+  assert_int_equal(atomic_load(&seen.calls), 0);
+
+  assert_int_equal(idem_reset(admin, "k", 1), IDEM_OK);
+  int64_t deadline = real_ms() + 5000;
+  while (!idem_lease_lost(l) && real_ms() < deadline)
+    sleep_us(5000);
+  assert_true(idem_lease_lost(l) != 0);
+  sleep_us(100000); /* more rounds must not tell it again */
+  assert_int_equal(atomic_load(&seen.calls), 1);
+  assert_ptr_equal(atomic_load(&seen.lease), l);
+  idem_stats st = tu_stats(holder);
+  assert_int_equal(st.lost, 1);
+  assert_int_equal(idem_complete(l, "stale", 5), IDEM_ELEASELOST);
+  idem_lease_free(l);
+  assert_int_equal(idem_close(admin), IDEM_OK);
+  assert_int_equal(idem_close(holder), IDEM_OK);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_threads_one_handle),
+      T(test_threads_four_handles),
+      T(test_threads_run_one_handle),
+      T(test_threads_run_four_handles),
+      T(test_heartbeat_thread_keeps_lease),
+      T(test_heartbeat_thread_reports_lost),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
