@@ -93,6 +93,9 @@ struct poison_log {
   uint32_t attempts;
   char key[32];
   size_t key_len;
+  idem_db *db;    /* if set, the callback reads the key's row through it */
+  int get_rc;     /* what that idem_get returned */
+  int state_seen; /* and the state it saw */
 };
 
 static void on_poison_cb(void *ctx, const void *key, size_t key_len,
@@ -102,6 +105,12 @@ static void on_poison_cb(void *ctx, const void *key, size_t key_len,
   p->attempts = attempts;
   p->key_len = key_len < sizeof p->key ? key_len : sizeof p->key;
   memcpy(p->key, key, p->key_len);
+  if (p->db != NULL) {
+    idem_record r = IDEM_RECORD_INIT;
+    p->get_rc = idem_get(p->db, key, key_len, &r);
+    p->state_seen = r.state;
+    idem_record_clear(&r);
+  }
 }
 
 struct lost_log {
@@ -320,7 +329,7 @@ static void test_ttl_expiry_reclaims(void **state) {
  * key. */
 static void test_poison_at_max_attempts(void **state) {
   tu_fx *fx = fx_of(state);
-  struct poison_log plog = {0, 0, {0}, 0};
+  struct poison_log plog = {0, 0, {0}, 0, NULL, 0, 0};
   idem_options o = fx->opts;
   o.max_attempts = 3;
   o.on_poison = on_poison_cb;
@@ -376,10 +385,33 @@ static void test_poison_at_max_attempts(void **state) {
   close_db(db);
 }
 
+/* on_poison runs after the commit with no lock held: it may call into the
+ * same handle, and it already sees the key poisoned. */
+static void test_on_poison_after_commit(void **state) {
+  tu_fx *fx = fx_of(state);
+  struct poison_log plog = {0, 0, {0}, 0, NULL, 0, 0};
+  idem_options o = fx->opts;
+  o.max_attempts = 1;
+  o.on_poison = on_poison_cb;
+  o.poison_ctx = &plog;
+  idem_db *db = open_with(fx, &o);
+  plog.db = db;
+  idem_lease *l = tu_claim(db, "p");
+  assert_int_equal(idem_release(l, NULL), IDEM_OK);
+  idem_lease_free(l);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "p", &a), IDEM_POISONED);
+  idem_answer_clear(&a);
+  assert_int_equal(plog.calls, 1);
+  assert_int_equal(plog.get_rc, IDEM_OK);
+  assert_int_equal(plog.state_seen, IDEM_STATE_POISONED);
+  close_db(db);
+}
+
 /* max_attempts 0 means unlimited: many claims, never poisoned. */
 static void test_unlimited_attempts(void **state) {
   tu_fx *fx = fx_of(state);
-  struct poison_log plog = {0, 0, {0}, 0};
+  struct poison_log plog = {0, 0, {0}, 0, NULL, 0, 0};
   idem_options o = fx->opts;
   o.max_attempts = 0;
   o.on_poison = on_poison_cb;
@@ -1092,6 +1124,23 @@ static int collect(void *ctx, const idem_record *rec) {
   return s->stop_after > 0 && s->n >= s->stop_after;
 }
 
+struct reentrant {
+  idem_db *db;
+  int calls;
+  int bad;
+};
+
+static int get_from_list(void *ctx, const idem_record *rec) {
+  struct reentrant *re = ctx;
+  idem_record r = IDEM_RECORD_INIT;
+  re->calls++;
+  if (idem_get(re->db, rec->key, rec->key_len, &r) != IDEM_OK ||
+      r.state != rec->state)
+    re->bad++;
+  idem_record_clear(&r);
+  return 0;
+}
+
 /* idem_list walks rows in key order, filters by state, pages with the last
  * key seen and a limit, reports the count, stops when the callback asks,
  * and does not load results. */
@@ -1171,6 +1220,15 @@ static void test_list_filter_and_paging(void **state) {
   assert_int_equal(count, 2);
   assert_string_equal(s.keys[0], "k5");
   assert_string_equal(s.keys[1], "k8");
+
+  /* The callback runs with no lock held: it may call into the handle. */
+  struct reentrant re = {fx->db, 0, 0};
+  assert_int_equal(idem_list(fx->db, IDEM_STATE_FAILED, NULL, 0, 100,
+                             get_from_list, &re, &count),
+                   IDEM_OK);
+  assert_int_equal(count, 3);
+  assert_int_equal(re.calls, 3);
+  assert_int_equal(re.bad, 0);
 
   /* The callback stops the walk. */
   memset(&s, 0, sizeof s);
@@ -1276,6 +1334,165 @@ static void test_stats_counts(void **state) {
   idem_lease_free(l2);
   idem_lease_free(l1);
   idem_lease_free(lp);
+  idem_answer_clear(&a);
+  close_db(db);
+}
+
+/* --- Storage errors and the fail policy ---------------------------------- */
+
+/* Another connection (an administrator's sqlite3 shell, say) holds the
+ * write lock of the file until drop_write_lock(). */
+static sqlite3 *hold_write_lock(const char *path) {
+  sqlite3 *c = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &c, SQLITE_OPEN_READWRITE, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_exec(c, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  return c;
+}
+
+static void drop_write_lock(sqlite3 *c) {
+  assert_int_equal(sqlite3_exec(c, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(c), SQLITE_OK);
+}
+
+struct log_lines {
+  int calls;
+  int errors; /* calls at IDEM_LOG_ERROR */
+  int bad;    /* empty messages or messages of more than one line */
+};
+
+static void log_cb(void *ctx, int level, const char *msg) {
+  struct log_lines *l = ctx;
+  l->calls++;
+  if (level == IDEM_LOG_ERROR)
+    l->errors++;
+  if (msg == NULL || msg[0] == '\0' || strchr(msg, '\n') != NULL)
+    l->bad++;
+}
+
+/* With the write lock held elsewhere past busy_timeout_ms, begin fails
+ * closed by default: IDEM_EBUSY (its own code, not a generic I/O error),
+ * no lease, nothing written, a message naming the file, a log line and a
+ * storage error counted. Reads still work meanwhile (WAL), and once the
+ * lock is gone the key is claimed as attempt 1. */
+static void test_write_lock_fails_closed(void **state) {
+  tu_fx *fx = fx_of(state);
+  struct log_lines logs = {0, 0, 0};
+  idem_options o = fx->opts;
+  o.busy_timeout_ms = 50;
+  o.log = log_cb;
+  o.log_ctx = &logs;
+  idem_db *db = open_with(fx, &o);
+  tu_claim_complete(db, "done", "d");
+  sqlite3 *lock = hold_write_lock(fx->path);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_EBUSY);
+  assert_null(a.lease);
+  assert_non_null(strstr(idem_errmsg(db), "idem.db"));
+  assert_true(logs.calls >= 1);
+  assert_int_equal(logs.bad, 0);
+  idem_stats st = tu_stats(db);
+  assert_true(st.storage_errors >= 1);
+  idem_record r = row_of(db, "done");
+  assert_int_equal(r.state, IDEM_STATE_COMPLETED);
+  idem_record_clear(&r);
+  drop_write_lock(lock);
+
+  assert_absent(db, "k");
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  assert_int_equal(a.attempts, 1);
+  assert_int_equal(a.unguarded, 0);
+  assert_int_equal(idem_complete(a.lease, "v", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
+  close_db(db);
+}
+
+/* Under IDEM_FAIL_OPEN the same storage error lets the job run, and says
+ * so: IDEM_CLAIMED with `unguarded` set, logged as an error, and no row
+ * protecting the run (seed weakness 3 made an explicit, visible policy). */
+static void test_write_lock_fail_open(void **state) {
+  tu_fx *fx = fx_of(state);
+  struct log_lines logs = {0, 0, 0};
+  idem_options o = fx->opts;
+  o.busy_timeout_ms = 50;
+  o.fail_policy = IDEM_FAIL_OPEN;
+  o.log = log_cb;
+  o.log_ctx = &logs;
+  idem_db *db = open_with(fx, &o);
+  sqlite3 *lock = hold_write_lock(fx->path);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  assert_non_null(a.lease);
+  assert_true(a.unguarded != 0);
+  assert_true(logs.errors >= 1);
+  assert_int_equal(logs.bad, 0);
+  drop_write_lock(lock);
+  assert_absent(db, "k");
+  idem_lease_free(a.lease);
+
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  assert_int_equal(a.unguarded, 0);
+  assert_int_equal(a.attempts, 1);
+  assert_int_equal(idem_complete(a.lease, "v", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
+  close_db(db);
+}
+
+/* A completion that cannot get the write lock is IDEM_EBUSY, stores
+ * nothing and keeps the lease, so the caller can simply call again. */
+static void test_complete_retried_after_busy(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_options o = fx->opts;
+  o.busy_timeout_ms = 50;
+  idem_db *db = open_with(fx, &o);
+  idem_lease *l = tu_claim(db, "k");
+  sqlite3 *lock = hold_write_lock(fx->path);
+  assert_int_equal(idem_complete(l, "v", 1), IDEM_EBUSY);
+  assert_int_equal(idem_lease_lost(l), 0);
+  drop_write_lock(lock);
+  idem_record r = row_of(db, "k");
+  assert_int_equal(r.state, IDEM_STATE_PENDING);
+  idem_record_clear(&r);
+  assert_int_equal(idem_complete(l, "v", 1), IDEM_OK);
+  idem_lease_free(l);
+  tu_assert_completed(db, "k", "v");
+  close_db(db);
+}
+
+/* The log callback hears about poisoned keys and about leases a heartbeat
+ * finds lost, one line each. */
+static void test_log_events(void **state) {
+  tu_fx *fx = fx_of(state);
+  struct log_lines logs = {0, 0, 0};
+  idem_options o = fx->opts;
+  o.max_attempts = 1;
+  o.log = log_cb;
+  o.log_ctx = &logs;
+  idem_db *db = open_with(fx, &o);
+  idem_lease *l = tu_claim(db, "p");
+  assert_int_equal(idem_release(l, NULL), IDEM_OK);
+  idem_lease_free(l);
+  int before = logs.calls;
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "p", &a), IDEM_POISONED);
+  assert_true(logs.calls > before);
+
+  l = tu_claim(db, "s");
+  tu_clock_advance_lease(&fx->clock, TTL + 1);
+  idem_lease *l2 = tu_claim(fx->db, "s");
+  before = logs.calls;
+  unsigned lost = 0;
+  assert_int_equal(idem_heartbeat(db, &lost), IDEM_OK);
+  assert_int_equal(lost, 1);
+  assert_true(logs.calls > before);
+  assert_int_equal(logs.bad, 0);
+  assert_int_equal(idem_complete(l, "x", 1), IDEM_ELEASELOST);
+  assert_int_equal(idem_complete(l2, "y", 1), IDEM_OK);
+  idem_lease_free(l2);
+  idem_lease_free(l);
   idem_answer_clear(&a);
   close_db(db);
 }
@@ -1482,13 +1699,14 @@ static void *holder_main(void *arg) {
 /* idem_run with wait_ms waits for a key another owner is running and
  * returns the winner's result without running the job; if the winner
  * releases instead, the waiter claims and runs the job itself. Both with
- * the holder on another handle and on the same handle (woken early). */
+ * the holder on another handle and on the same handle (woken early, and
+ * with a wait without limit). */
 static void test_run_waits_for_winner(void **state) {
   tu_fx *fx = fx_of(state);
   idem_db *other = open_with(fx, &fx->opts);
   idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
-  bo.wait_ms = 20000;
   for (int same = 0; same < 2; same++) {
+    bo.wait_ms = same ? -1 : 20000; /* -1: no limit */
     for (int complete = 1; complete >= 0; complete--) {
       char key[8];
       snprintf(key, sizeof key, "w%d%d", same, complete);
@@ -1517,6 +1735,36 @@ static void test_run_waits_for_winner(void **state) {
       }
       idem_answer_clear(&a);
     }
+  }
+  close_db(other);
+}
+
+/* idem_begin itself waits too: it answers the winner's COMPLETED, or
+ * CLAIMED (attempt 2) if the winner released. */
+static void test_begin_waits(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *other = open_with(fx, &fx->opts);
+  idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
+  bo.wait_ms = 20000;
+  for (int complete = 1; complete >= 0; complete--) {
+    const char *key = complete ? "wc" : "wr";
+    struct holder h = {tu_claim(other, key), complete, 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, holder_main, &h), 0);
+    idem_answer a = IDEM_ANSWER_INIT;
+    int rc = idem_begin(fx->db, key, 2, &bo, &a);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(h.rc, IDEM_OK);
+    if (complete) {
+      assert_int_equal(rc, IDEM_COMPLETED);
+      assert_memory_equal(a.result, "winner", 7);
+    } else {
+      assert_int_equal(rc, IDEM_CLAIMED);
+      assert_int_equal(a.attempts, 2);
+      assert_int_equal(idem_complete(a.lease, "mine", 4), IDEM_OK);
+      idem_lease_free(a.lease);
+    }
+    idem_answer_clear(&a);
   }
   close_db(other);
 }
@@ -1620,6 +1868,7 @@ int main(void) {
       TO(test_release_claimable_now),
       TO(test_ttl_expiry_reclaims),
       TO(test_poison_at_max_attempts),
+      TO(test_on_poison_after_commit),
       TO(test_unlimited_attempts),
       TO(test_reset_restarts_attempts),
       TO(test_reset_revokes_live_lease),
@@ -1643,12 +1892,17 @@ int main(void) {
       TO(test_list_filter_and_paging),
       TO(test_reset_state),
       TO(test_stats_counts),
+      TO(test_write_lock_fails_closed),
+      TO(test_write_lock_fail_open),
+      TO(test_complete_retried_after_busy),
+      TO(test_log_events),
       TO(test_run_done_then_cached),
       TO(test_run_retry_releases),
       TO(test_run_fail),
       TO(test_run_busy_and_poisoned),
       TO(test_run_lease_lost),
       TO(test_run_waits_for_winner),
+      TO(test_begin_waits),
       TO(test_run_wait_times_out),
       TO(test_reopen_finds_rows),
       TO(test_two_handles_share_rows),
