@@ -64,11 +64,11 @@ if [ -x build/cli/idem ]; then
   echo
   echo "== The same from the shell, with build/cli/idem (IDEM_DB=$IDEM_DB)"
   echo "\$ for i in 1 2 3 4 5 6 7 8; do"
-  echo ">   idem run demo-key -- sh -c '$job' &"
+  echo ">   idem run --wait=10 demo-key -- sh -c '$job' &"
   echo "> done; wait"
   pids=""
   for i in 1 2 3 4 5 6 7 8; do
-    "$idem" run demo-key -- sh -c "$job" >"$tmp/out.$i" &
+    "$idem" run --wait=10 demo-key -- sh -c "$job" >"$tmp/out.$i" &
     pids="$pids $!"
   done
   failed=0
