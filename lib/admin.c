@@ -9,8 +9,8 @@
  * and failed rows past retention: a pending row, leased or not, and a
  * poisoned row are never its to delete.
  */
+#include "machine.h"
 #include "schema.h"
-#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,17 +24,17 @@ static int fail_storage(idem_db *db, int rc, const char *what) {
   return code;
 }
 
-static void fill_record(const idem__row *row, int64_t lease_now,
+static void fill_record(const idem__row *row, const idem__time *now,
                         idem_record *out) {
   out->state = row->state;
   out->attempts = row->attempts;
   out->fence = row->fence;
   out->owner[0] = '\0';
-  out->lease_ms = 0;
-  if (row->has_owner) {
+  if (row->has_owner)
     idem__uuid_format(row->owner, out->owner);
-    out->lease_ms = row->lease_until - lease_now;
-  }
+  /* A deadline of another boot has no meaning here: report it as gone. */
+  out->lease_ms =
+      idem__lease_live(row, now) ? row->lease_until - now->lease : 0;
   out->created_at = row->created_at;
   out->updated_at = row->updated_at;
   out->expires_at = row->expires_at;
@@ -91,7 +91,9 @@ int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
     code = idem__error(db, IDEM_ENOTFOUND, "no such key");
   } else {
     idem_record_clear(out);
-    fill_record(&row, idem__now(db, IDEM_CLOCK_LEASE), out);
+    idem__time now;
+    idem__time_of(db, &now);
+    fill_record(&row, &now, out);
     out->key = dup_bytes(key, key_len);
     out->key_len = key_len;
     if (row.result)
@@ -108,7 +110,7 @@ int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
 
 /* Rows of a listing, gathered under the lock and handed out after it. */
 typedef struct gathered {
-  int64_t lease_now;
+  idem__time now;
   idem_record *recs;
   unsigned n;
   bool nomem;
@@ -120,7 +122,7 @@ static int gather(void *ctx, const void *key, size_t key_len,
   idem_record *r = &g->recs[g->n];
   static const idem_record init = IDEM_RECORD_INIT;
   *r = init;
-  fill_record(row, g->lease_now, r);
+  fill_record(row, &g->now, r);
   r->key = dup_bytes(key, key_len);
   r->key_len = key_len;
   if (!r->key) {
@@ -146,7 +148,8 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
                        IDEM_STATE_POISONED);
   else if (after_len > IDEM_MAX_KEY)
     code = idem__error(db, IDEM_ETOOBIG, "the key to start after is too long");
-  gathered g = {idem__now(db, IDEM_CLOCK_LEASE), NULL, 0, false};
+  gathered g = {.recs = NULL};
+  idem__time_of(db, &g.now);
   if (!code && limit && !(g.recs = calloc(limit, sizeof *g.recs)))
     code = idem__error(db, IDEM_ENOMEM, "out of memory for %u records", limit);
   if (!code && limit) {
@@ -175,8 +178,8 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
 
 /* Runs one deleting statement in a write transaction. */
 static int delete_tx(idem_db *db, const char *what, const void *key,
-                     size_t key_len, int state, int64_t purge_before,
-                     uint64_t *count) {
+                     size_t key_len, int state, unsigned batch,
+                     int64_t purge_before, uint64_t *count) {
   int rc = idem__tx_write(db->store);
   int changed = 0;
   if (rc == 0) {
@@ -185,7 +188,7 @@ static int delete_tx(idem_db *db, const char *what, const void *key,
     else if (state >= 0)
       rc = idem__rows_delete_state(db->store, state, count);
     else
-      rc = idem__rows_purge(db->store, purge_before, PURGE_BATCH, count);
+      rc = idem__rows_purge(db->store, purge_before, batch, count);
   }
   if (rc == 0)
     rc = idem__tx_commit(db->store);
@@ -212,7 +215,7 @@ int idem_reset(idem_db *db, const void *key, size_t key_len) {
   if (!code)
     code = check_writable(db);
   if (!code)
-    code = delete_tx(db, "reset", key, key_len, -1, 0, &n);
+    code = delete_tx(db, "reset", key, key_len, -1, 0, 0, &n);
   if (!code && n == 0)
     code = idem__error(db, IDEM_ENOTFOUND, "no such key");
   idem__unlock(db);
@@ -231,7 +234,7 @@ int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
     code =
         idem__error(db, IDEM_EINVAL, "state %d is not a stored state", state);
   if (!code)
-    code = delete_tx(db, "reset", NULL, 0, state, 0, &n);
+    code = delete_tx(db, "reset", NULL, 0, state, 0, 0, &n);
   idem__unlock(db);
   if (count_out)
     *count_out = n;
@@ -250,13 +253,16 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
   for (;;) {
     idem__lock(db);
     uint64_t n = 0;
+    unsigned batch = PURGE_BATCH;
+    if (limit && limit - total < batch)
+      batch = (unsigned)(limit - total);
     code = check_writable(db);
     if (!code)
-      code = delete_tx(db, "purge", NULL, 0, -1, idem__now(db, IDEM_CLOCK_WALL),
-                       &n);
+      code = delete_tx(db, "purge", NULL, 0, -1, batch,
+                       idem__now(db, IDEM_CLOCK_WALL), &n);
     idem__unlock(db);
     total += n;
-    if (code || n < PURGE_BATCH || (limit && total >= limit))
+    if (code || n < batch || (limit && total >= limit))
       break;
   }
   if (count_out)

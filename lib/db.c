@@ -10,10 +10,13 @@
 #include "schema.h"
 #include "store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *idem_version(void) {
   return IDEM_VERSION_STRING;
@@ -88,6 +91,44 @@ static int open_error(idem_db *db, idem__store *st, int rc, const char *what) {
   return idem__storage_error(db, rc, what, st ? idem__store_errmsg(st) : NULL);
 }
 
+/* The name to probe a file by. A WAL database with no -wal file beside it
+ * holds all its content in the file itself, so it is read as immutable:
+ * a plain read-only open would create -wal and -shm files next to a
+ * database that may be refused, and could not remove them. */
+static char *probe_name(const char *path) {
+  unsigned char hdr[20];
+  ssize_t n = -1;
+  int fd =
+      strncmp(path, "file:", 5) == 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = read(fd, hdr, sizeof hdr);
+    close(fd);
+  }
+  size_t len = strlen(path);
+  char *wal = malloc(len + 5);
+  if (!wal)
+    return NULL;
+  snprintf(wal, len + 5, "%s-wal", path);
+  bool immutable = n == (ssize_t)sizeof hdr &&
+                   memcmp(hdr, "SQLite format 3", 16) == 0 && hdr[18] == 2 &&
+                   access(wal, F_OK) != 0;
+  free(wal);
+  if (!immutable)
+    return strdup(path);
+  char *uri = malloc(5 + 3 * len + 13);
+  if (!uri)
+    return NULL;
+  char *o = uri + snprintf(uri, 6, "file:");
+  for (const char *c = path; *c; c++) {
+    if (*c == '%' || *c == '?' || *c == '#')
+      o += snprintf(o, 4, "%%%02X", (unsigned char)*c);
+    else
+      *o++ = *c;
+  }
+  snprintf(o, 13, "?immutable=1");
+  return uri;
+}
+
 /* Judges the file without changing it. *kind is IDEM__SCHEMA_NEW for a
  * file that does not exist yet (or cannot be opened read-only: the
  * read-write open that follows tells why). */
@@ -95,8 +136,12 @@ static int probe(idem_db *db, int *kind, int *version) {
   idem__store *st;
   *kind = IDEM__SCHEMA_NEW;
   *version = 0;
-  int rc = idem__store_open(&st, db->path, IDEM__STORE_READONLY,
+  char *name = probe_name(db->path);
+  if (!name)
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  int rc = idem__store_open(&st, name, IDEM__STORE_READONLY,
                             db->opt.busy_timeout_ms);
+  free(name);
   if (rc == SQLITE_OK)
     rc = idem__schema_classify(idem__store_conn(st), kind, version);
   int code = IDEM_OK;

@@ -22,12 +22,6 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
-static void now_of(const idem_db *db, idem__time *now) {
-  now->lease = idem__now(db, IDEM_CLOCK_LEASE);
-  now->wall = idem__now(db, IDEM_CLOCK_WALL);
-  now->boot = db->self.has_boot ? db->self.boot : NULL;
-}
-
 void idem_answer_clear(idem_answer *out) {
   if (!out)
     return;
@@ -320,7 +314,7 @@ static int begin_locked(idem_db *db, const void *key, size_t key_len,
                         const idem_begin_opts *bo, idem_lease *l,
                         idem_answer *out, bool *poisoned_now) {
   idem__time now;
-  now_of(db, &now);
+  idem__time_of(db, &now);
   int src = 0;
   int answer = begin_read(db, key, key_len, bo ? bo->fingerprint : NULL,
                           bo ? bo->fingerprint_len : 0, &now, out, &src);
@@ -451,7 +445,7 @@ static bool already_done(const idem__row *row, const idem_lease *l, int op) {
 static int end_write(idem_db *db, idem_lease *l, int op, int code,
                      const void *res, size_t len, bool *lost) {
   idem__time now;
-  now_of(db, &now);
+  idem__time_of(db, &now);
   idem__fence f = {l->key, l->key_len, l->owner, l->fence};
   int changed = 0;
   int rc = idem__tx_write(db->store);

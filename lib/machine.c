@@ -16,6 +16,12 @@
 
 #include <string.h>
 
+void idem__time_of(const idem_db *db, idem__time *now) {
+  now->lease = idem__now(db, IDEM_CLOCK_LEASE);
+  now->wall = idem__now(db, IDEM_CLOCK_WALL);
+  now->boot = db->self.has_boot ? db->self.boot : NULL;
+}
+
 bool idem__lease_live(const idem__row *row, const idem__time *now) {
   if (row->state != IDEM_STATE_PENDING || !row->has_owner)
     return false;

@@ -31,6 +31,9 @@ typedef struct idem__decision {
   int64_t lease_ms;  /* IDEM_BUSY: time left on the other lease */
 } idem__decision;
 
+/* Reads both clocks of the handle, once, for one decision. */
+void idem__time_of(const idem_db *db, idem__time *now);
+
 /* Whether the row's lease still holds at `now`: it has an owner, was
  * written under this boot, and its deadline is ahead. */
 bool idem__lease_live(const idem__row *row, const idem__time *now);

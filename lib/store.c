@@ -58,8 +58,8 @@ static const char *const sql_text[S_NSTMT] = {
         "SELECT " ROW_COLUMNS ", result FROM idem_keys WHERE key = ?1",
     [S_FLOOR] = "SELECT value FROM idem_meta WHERE name = 'fence_floor'",
     [S_RAISE_FLOOR] =
-        "UPDATE idem_meta SET value = max(value, (SELECT fence FROM idem_keys "
-        "WHERE key = ?1)) WHERE name = 'fence_floor'",
+        "UPDATE idem_meta SET value = max(value, coalesce((SELECT fence FROM "
+        "idem_keys WHERE key = ?1), 0)) WHERE name = 'fence_floor'",
     [S_CLAIM] =
         "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
         "lease_boot, lease_until, fingerprint, name, code, result, "
