@@ -522,7 +522,7 @@ typedef struct idem_stats {
 
 #define IDEM_STATS_VERSION 1
 #define IDEM_STATS_INIT                                                        \
-  { IDEM_STATS_VERSION }
+  { IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* Counts rows per state and reports the handle's counters. Thread-safe. */
 IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);
