@@ -1,0 +1,190 @@
+/*
+ * cli.h - what the files of the idem command share.
+ *
+ * The command is built on the public <idem.h> only; nothing here is API.
+ * Every subcommand returns its exit status instead of calling exit(), so
+ * that handles and leases are always closed on the way out.
+ */
+#ifndef IDEM_CLI_H
+#define IDEM_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <idem.h>
+
+/* Exit statuses. The numbers follow sysexits(3) where one fits, and the
+ * shell's conventions (126, 127, 128+N) for running a command. */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_NOTFOUND 1   /* get/reset: no such key */
+#define CLI_EXIT_USAGE 64     /* EX_USAGE */
+#define CLI_EXIT_MISMATCH 65  /* EX_DATAERR: fingerprint mismatch */
+#define CLI_EXIT_POISONED 69  /* EX_UNAVAILABLE: attempts spent */
+#define CLI_EXIT_STORAGE 74   /* EX_IOERR: the database failed */
+#define CLI_EXIT_BUSY 75      /* EX_TEMPFAIL: busy key, lost lease */
+#define CLI_EXIT_TIMEOUT 124  /* as timeout(1) */
+#define CLI_EXIT_INTERNAL 125 /* idem itself failed */
+#define CLI_EXIT_NOEXEC 126   /* the command cannot be executed */
+#define CLI_EXIT_NOCMD 127    /* the command was not found */
+
+/* Largest value accepted for a duration option, in milliseconds: a year is
+ * more than any lease or timeout needs and keeps arithmetic far from
+ * overflow. */
+#define CLI_MAX_DURATION_MS ((int64_t)366 * 24 * 3600 * 1000)
+
+/* --- main.c ------------------------------------------------------------ */
+
+/* Prints the one-screen help of all subcommands on `f`. */
+void cli_usage(FILE *f);
+/* Prints the version line on stdout; returns the exit status. */
+int cli_version(void);
+
+/* --- util.c ------------------------------------------------------------ */
+
+/* "idem: " + message + newline on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* As cli_error(), then "Try 'idem --help'."; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Reports a getopt_long() failure ('?' or ':') for argv; returns
+ * CLI_EXIT_USAGE. */
+int cli_getopt_error(int c, char **argv);
+
+/* Strict decimal parsers: the whole string, digits only, in range.
+ * Return 0 on success, -1 on any malformed or out-of-range input. */
+int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Seconds with up to three decimals ("1", "0.5", "2.250"), as ms. */
+int cli_parse_seconds(const char *s, int64_t *out_ms);
+
+/* The database path: the option if given, else $IDEM_DB if set and not
+ * empty, else "idem.db" in the current directory. */
+const char *cli_db_path(const char *opt);
+
+/* Opens the database, reporting a failure on stderr. Returns 0, or the
+ * exit status to return. */
+int cli_open(idem_db **out, const char *path, const idem_options *opts);
+/* Reports a failed library call on the database at `path` (db may be
+ * NULL) and returns the exit status that goes with the code. */
+int cli_db_error(idem_db *db, const char *path, int code, const char *what);
+/* The exit status for a negative IDEM_E* code. */
+int cli_exit_for(int code);
+
+/* Writes a key for a human: printable ASCII as is, anything else as \xHH,
+ * shortened with "..." past a reasonable length. Always NUL-terminates. */
+void cli_key_display(const void *key, size_t len, char *buf, size_t cap);
+#define CLI_KEY_DISPLAY_MAX 256
+
+/* Writes all of buf to fd, retrying short writes and EINTR. Returns 0, or
+ * -1 with errno set. */
+int cli_write_all(int fd, const void *buf, size_t len);
+
+/* Formats a wall time in ms since the epoch as UTC ISO 8601
+ * ("2024-05-01T12:00:00.000Z"). */
+void cli_format_time(int64_t ms, char *buf, size_t cap);
+#define CLI_TIME_MAX 40
+
+/* Makes sure descriptors 0, 1 and 2 are open (on /dev/null if they were
+ * not), so that no pipe or database lands on them by accident. Returns 0
+ * or -1. */
+int cli_std_fds(void);
+
+/* The name of an IDEM_STATE_* value, and the reverse (-2 if unknown). */
+const char *cli_state_name(int state);
+int cli_state_parse(const char *name);
+
+/* --- json.c ------------------------------------------------------------ */
+
+/* Non-zero if the bytes are well-formed UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). NUL bytes are allowed. */
+int cli_utf8_valid(const void *p, size_t n);
+/* Writes `"name":value` for arbitrary bytes: a JSON string when they are
+ * valid UTF-8, else `"name_base64":"..."` (RFC 4648 base64). */
+void cli_json_bytes(FILE *f, const char *name, const void *p, size_t n);
+/* Writes a JSON string literal of valid UTF-8 bytes. */
+void cli_json_string(FILE *f, const void *p, size_t n);
+
+/* --- record.c ---------------------------------------------------------- */
+
+/* A record as "field: value" lines, for `idem get`. */
+void cli_record_text(FILE *f, const idem_record *rec);
+/* A record as one JSON object. With with_output (rows from idem_get()),
+ * a completed or failed row also carries its result, as "output" or
+ * "output_base64". */
+void cli_record_json(FILE *f, const idem_record *rec, int with_output);
+/* A record as one line, for `idem list`. */
+void cli_record_line(FILE *f, const idem_record *rec);
+
+/* --- fingerprint.c ----------------------------------------------------- */
+
+/* The default fingerprint of a command line: its arguments joined with NUL
+ * bytes, or a digest of them when that is longer than
+ * IDEM_MAX_FINGERPRINT. *out is malloc'ed. Returns 0 or -1 (no memory). */
+int cli_fingerprint(char *const *argv, unsigned char **out, size_t *len);
+
+/* --- env.c ------------------------------------------------------------- */
+
+/* A copy of the environment without IDEM_KEY, IDEM_ATTEMPT and IDEM_FENCE,
+ * plus those three for this claim. Free with cli_env_free(). NULL if out
+ * of memory. */
+char **cli_env_build(const char *key, uint32_t attempt, uint64_t fence);
+void cli_env_free(char **envp);
+
+/* --- child.c ----------------------------------------------------------- */
+
+/* The self-pipe that turns signals and lost leases into something poll()
+ * can wait for. Made before the database is opened, because the handle's
+ * on_lost callback writes to it. */
+typedef struct cli_wake {
+  int rd;
+  int wr;
+} cli_wake;
+
+int cli_wake_open(cli_wake *w);
+void cli_wake_close(cli_wake *w);
+/* idem_options.on_lost: wakes the loop of cli_spawn(). ctx is a cli_wake. */
+void cli_on_lost(void *ctx, idem_lease *lease);
+
+typedef struct cli_spawn {
+  /* What to run. */
+  char **argv;        /* the command, argv[0] looked up in $PATH */
+  char **envp;        /* its whole environment */
+  size_t max_output;  /* bytes of stdout to capture at most */
+  int64_t timeout_ms; /* 0 = none */
+  const idem_lease *lease;
+  cli_wake *wake;
+
+  /* What happened. */
+  unsigned char *out; /* captured stdout, malloc'ed (may be NULL) */
+  size_t out_len;
+  int overflow;    /* stdout went past max_output */
+  int wstatus;     /* as from waitpid(), when started */
+  int started;     /* the command was executed */
+  int exec_errno;  /* why it could not be, when not started */
+  int setup_errno; /* idem failed before or instead of exec */
+  const char *setup_what;
+  int stdout_errno; /* writing to idem's stdout failed */
+  int timed_out;
+  int lease_lost;
+  int signal; /* first of SIGINT/SIGTERM/SIGHUP received */
+} cli_spawn;
+
+/* Runs s->argv to its end as described in cli.h's fields and the manual.
+ * Returns 0 when the outcome is in *s (including a command that could not
+ * be executed), -1 when idem itself failed (s->setup_errno says why). */
+int cli_spawn_run(cli_spawn *s);
+void cli_spawn_free(cli_spawn *s);
+/* Restores the dispositions cli_spawn_run() changed, then kills the
+ * process with `sig` the default way, so that a shell sees idem die of the
+ * signal it forwarded. Returns only if that fails. */
+void cli_spawn_reraise(int sig);
+
+/* --- run.c, admin.c ---------------------------------------------------- */
+
+int cli_cmd_run(int argc, char **argv);
+int cli_cmd_get(int argc, char **argv);
+int cli_cmd_list(int argc, char **argv);
+int cli_cmd_reset(int argc, char **argv);
+int cli_cmd_gc(int argc, char **argv);
+int cli_cmd_stats(int argc, char **argv);
+
+#endif /* IDEM_CLI_H */
