@@ -148,10 +148,10 @@ static int probe(idem_db *db, int *kind, int *version) {
   if ((rc & 0xff) == SQLITE_CANTOPEN) {
     *kind = IDEM__SCHEMA_NEW;
     code = (db->opt.flags & (IDEM_OPEN_NOCREATE | IDEM_OPEN_READONLY))
-               ? open_error(db, st, rc, "cannot open database")
+               ? open_error(db, st, rc, "open")
                : IDEM_OK;
   } else if (rc != SQLITE_OK) {
-    code = open_error(db, st, rc, "cannot read database");
+    code = open_error(db, st, rc, "read");
     if (code == IDEM_ENOTDB)
       idem__error(db, code, "%s: not an SQLite database; left untouched",
                   db->path);
@@ -203,7 +203,7 @@ static int create_schema(idem_db *db) {
   if (rc == SQLITE_OK)
     rc = idem__tx_commit(db->store);
   if (rc != SQLITE_OK) {
-    int code = open_error(db, db->store, rc, "cannot create the idem tables");
+    int code = open_error(db, db->store, rc, "create the idem tables");
     idem__tx_rollback(db->store);
     return code;
   }
@@ -218,7 +218,7 @@ static int open_store(idem_db *db, int kind) {
   int rc =
       idem__store_open(&db->store, db->path, flags, db->opt.busy_timeout_ms);
   if (rc != SQLITE_OK)
-    return open_error(db, db->store, rc, "cannot open database");
+    return open_error(db, db->store, rc, "open");
   sqlite3 *conn = idem__store_conn(db->store);
   if (!ro && sqlite3_db_readonly(conn, "main") == 1)
     return idem__error(db, IDEM_EREADONLY,
@@ -228,7 +228,7 @@ static int open_store(idem_db *db, int kind) {
   rc = idem__schema_configure(conn, db->opt.synchronous, ro,
                               kind == IDEM__SCHEMA_NEW);
   if (rc != SQLITE_OK)
-    return open_error(db, db->store, rc, "cannot configure database");
+    return open_error(db, db->store, rc, "configure");
   return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
 }
 

@@ -99,7 +99,8 @@ int idem__code_of_sqlite(int rc) {
   }
 }
 
-static void vlog(const idem_db *db, int level, const char *fmt, va_list ap) {
+__attribute__((format(printf, 3, 0))) static void
+vlog(const idem_db *db, int level, const char *fmt, va_list ap) {
   if (!db->opt.log)
     return;
   char msg[512];
