@@ -349,11 +349,7 @@ int cli_cmd_stats(int argc, char **argv) {
   idem_db *db;
   if ((ex = open_admin(&db, o.db, 1)) != 0)
     return ex;
-  /* Not IDEM_STATS_INIT: it names only the first field, which
-   * -Wmissing-field-initializers (in -Wextra) reports. */
-  idem_stats s;
-  memset(&s, 0, sizeof s);
-  s.version = IDEM_STATS_VERSION;
+  idem_stats s = IDEM_STATS_INIT;
   int rc = idem_stats_get(db, &s);
   if (rc < 0)
     ex = cli_db_error(db, o.db, rc, "cannot read statistics");

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,7 +349,12 @@ static int finish(const struct run_opts *o, idem_db *db, idem_lease *lease,
     }
   }
 
-  if (sp->stdout_errno != 0) {
+  if (sp->stdout_errno == EPIPE && *reraise == 0) {
+    /* The reader went away, as `| head` does: once the result is safe,
+     * idem dies of SIGPIPE quietly, like any other writer in a pipeline
+     * (and like idem itself when it replays). */
+    *reraise = SIGPIPE;
+  } else if (sp->stdout_errno != 0) {
     cli_error("write error on standard output: %s", strerror(sp->stdout_errno));
     if (ex == 0)
       ex = CLI_EXIT_INTERNAL;

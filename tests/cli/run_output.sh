@@ -74,4 +74,21 @@ if [ -w /dev/full ]; then
   ok
 fi
 
+# A reader that goes away early: the result is still recorded whole, and
+# idem dies of SIGPIPE like any writer in a pipeline, run or replay.
+python3 -c 'import sys; sys.stdout.write("x" * 300000)' >long.txt
+("$IDEM" run early cat long.txt 2>err.early
+echo $? >rc.early) | head -c 10 >/dev/null
+[ "$(cat rc.early)" -eq 141 ] || fail "closed pipe: exit $(cat rc.early)"
+ok
+[ ! -s err.early ] || fail "closed pipe: message $(cat err.early)"
+ok
+"$IDEM" get --output early >got.txt
+cmp -s got.txt long.txt || fail "closed pipe: result not recorded whole"
+ok
+("$IDEM" run early cat long.txt 2>err.early
+echo $? >rc.early) | head -c 10 >/dev/null
+[ "$(cat rc.early)" -eq 141 ] || fail "closed pipe on replay: exit $(cat rc.early)"
+ok
+
 done_ok
