@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 # The command execs into sleep, so that its pid is the command itself.
-"$IDEM" run -t 2 -f fp k9 sh -c \
+"$IDEM" run -t 3 -f fp k9 sh -c \
   'echo "$IDEM_ATTEMPT" >> attempts; echo $$ > cmd.pid; exec sleep 60' \
   >/dev/null 2>&1 &
 P=$!
@@ -21,14 +21,16 @@ wait "$P"
 rc=$?
 [ "$rc" -eq 137 ] || fail "idem exited $rc after SIGKILL"
 ok
-# PR_SET_PDEATHSIG: the command is killed as soon as idem dies.
-wait_for 5 dead "$CMD"
-ok
 
-# The lease outlives idem until its TTL (2 s, renewed every second).
+# The lease outlives idem until its TTL (3 s, renewed every 1.5 s, so at
+# least 1.5 s are left).
 idem run -f fp k9 sh -c 'echo "$IDEM_ATTEMPT" >> attempts; echo second'
 expect_rc 75 "key busy right after the kill"
 [ "$(state k9)" = pending ] || fail "state after kill: $(state k9)"
+ok
+
+# PR_SET_PDEATHSIG: the command was killed when idem died.
+wait_for 5 dead "$CMD"
 ok
 
 # Once the TTL has run out, the key is claimable: attempt 2.
