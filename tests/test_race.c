@@ -104,11 +104,19 @@ static int race_child(const struct child_args *ca) {
   o.ttl_ms = 30000;
   o.heartbeat_ms = 0; /* the background thread, as in production */
   idem_db *db = NULL;
-  if (tu_open(&db, ca->db_path, &o) != IDEM_OK)
-    return CHILD_OPEN;
-  int logfd = open(ca->log_path, O_WRONLY | O_APPEND);
   FILE *out = fopen(ca->out_path, "w");
-  if (logfd < 0 || out == NULL)
+  if (out == NULL)
+    return CHILD_FILES;
+  int orc = idem_open(&db, ca->db_path, &o);
+  if (orc != IDEM_OK) {
+    /* The parent shows this line with the failure. */
+    fprintf(out, "idem_open: %s: %s\n", idem_errstr(orc), idem_errmsg(db));
+    fclose(out);
+    idem_close(db);
+    return CHILD_OPEN;
+  }
+  int logfd = open(ca->log_path, O_WRONLY | O_APPEND);
+  if (logfd < 0)
     return CHILD_FILES;
   idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
   bo.wait_ms = 20000;
@@ -183,9 +191,16 @@ static void run_race(tu_fx *fx, const char *log_path, int use_run) {
   for (int i = 0; i < NPROC; i++) {
     int status = 0;
     assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_OK)
-      fail_msg("child %d: %s %d", i, WIFEXITED(status) ? "exit code" : "signal",
-               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_OK) {
+      char *said = tu_read_file(outs[i], NULL);
+      char first[256] = "";
+      if (said != NULL)
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(said, "\n"), said);
+      free(said);
+      fail_msg(
+          "child %d: %s %d %s", i, WIFEXITED(status) ? "exit code" : "signal",
+          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), first);
+    }
   }
   for (int i = 0; i < NPROC; i++)
     free(outs[i]);
