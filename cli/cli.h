@@ -141,7 +141,8 @@ typedef struct cli_wake {
 
 int cli_wake_open(cli_wake *w);
 void cli_wake_close(cli_wake *w);
-/* idem_options.on_lost: wakes the loop of cli_spawn(). ctx is a cli_wake. */
+/* idem_options.on_lost: wakes the loop of cli_spawn_run(). ctx is the
+ * cli_wake. */
 void cli_on_lost(void *ctx, idem_lease *lease);
 
 typedef struct cli_spawn {
@@ -168,14 +169,15 @@ typedef struct cli_spawn {
   int signal; /* first of SIGINT/SIGTERM/SIGHUP received */
 } cli_spawn;
 
-/* Runs s->argv to its end as described in cli.h's fields and the manual.
- * Returns 0 when the outcome is in *s (including a command that could not
- * be executed), -1 when idem itself failed (s->setup_errno says why). */
+/* Runs the command to its end, filling in the fields under "What
+ * happened". Returns 0 when the outcome is in *s (a command that could not
+ * be executed included), -1 when idem itself failed (s->setup_errno says
+ * why); either way the command has ended and been waited for. */
 int cli_spawn_run(cli_spawn *s);
 void cli_spawn_free(cli_spawn *s);
-/* Restores the dispositions cli_spawn_run() changed, then kills the
- * process with `sig` the default way, so that a shell sees idem die of the
- * signal it forwarded. Returns only if that fails. */
+/* Sets `sig` back to its default action, unblocks it and raises it, so
+ * that a shell sees idem die of the signal it passed on (or of SIGPIPE).
+ * Returns only if that fails. */
 void cli_spawn_reraise(int sig);
 
 /* --- run.c, admin.c ---------------------------------------------------- */
