@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *idem_version(void) {
@@ -225,8 +226,20 @@ static int open_store(idem_db *db, int kind) {
                        "%s: the file is read-only (IDEM_OPEN_READONLY "
                        "opens it for reading)",
                        db->path);
-  rc = idem__schema_configure(conn, db->opt.synchronous, ro,
-                              kind == IDEM__SCHEMA_NEW);
+  /* Switching a new file to WAL while another process does the same can
+   * be refused at once, without the busy handler: SQLite will not let a
+   * reader wait to become the writer, as that could deadlock. Retry. */
+  int64_t start = idem__monotonic_ms();
+  for (unsigned pause_us = 100;;
+       pause_us = pause_us < 8000 ? pause_us * 2 : pause_us) {
+    rc = idem__schema_configure(conn, db->opt.synchronous, ro,
+                                kind == IDEM__SCHEMA_NEW);
+    if ((rc & 0xff) != SQLITE_BUSY ||
+        idem__monotonic_ms() - start >= db->opt.busy_timeout_ms)
+      break;
+    struct timespec ts = {0, (long)pause_us * 1000};
+    nanosleep(&ts, NULL);
+  }
   if (rc != SQLITE_OK)
     return open_error(db, db->store, rc, "configure");
   return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
