@@ -48,6 +48,17 @@
  * database; where the boot id cannot be read, a reboot is not detected and
  * a lease from before it ends by its recorded deadline.
  *
+ * LIVENESS
+ *
+ * A lease row also names its holder process: PID namespace, pid and start
+ * time. When a begin finds a live lease whose holder ran in the caller's
+ * PID namespace on this boot, and that pid now names no process, a zombie,
+ * or a process that started at another time (a reused pid), the holder is
+ * dead and the key is claimed at once, as a new attempt with a new fence,
+ * instead of after the TTL. Holders in another PID namespace, or where
+ * /proc cannot be read, are waited out by their TTL. This only proves death
+ * on this host; IDEM_OPEN_TTL_ONLY turns it off.
+ *
  * THREADS, PROCESSES, FORK
  *
  * An idem_db handle may be used by any number of threads at once: every call
@@ -111,37 +122,44 @@ extern "C" {
  * Errors are negative. Their numbers are fixed: new codes are appended,
  * none is ever reused. */
 #define IDEM_OK 0
-#define IDEM_EINVAL (-1) /* an argument is NULL, empty or malformed */
-#define IDEM_EMISUSE                                                           \
-  (-2)                   /* call out of order: lease already finished,         \
-                            handle closed with leases held, ... */
-#define IDEM_ENOMEM (-3) /* out of memory; nothing was changed */
-#define IDEM_ELEASELOST                                                        \
-  (-4)                      /* the lease is no longer the caller's: another    \
-                               owner claimed the key, or it was reset */
-#define IDEM_EMISMATCH (-5) /* the key is known with another fingerprint */
-#define IDEM_ETOOBIG                                                           \
-  (-6)                      /* key, result, fingerprint, name or reason        \
-                               is over its IDEM_MAX_* limit */
-#define IDEM_ENOTFOUND (-7) /* no row for that key (idem_get, idem_reset) */
-#define IDEM_ECANTOPEN                                                         \
-  (-8)                   /* the file cannot be opened or created (no such      \
-                            directory, a directory, permissions) */
-#define IDEM_ENOTDB (-9) /* the file is not an SQLite database */
-#define IDEM_EFOREIGN                                                          \
-  (-10)                      /* an SQLite database of another application      \
-                                (see IDEM_OPEN_SHARED) */
-#define IDEM_ESCHEMA (-11)   /* idem tables of an unknown or newer schema */
-#define IDEM_EREADONLY (-12) /* the database cannot be written */
-#define IDEM_EFULL (-13)     /* the disk or file system is full */
-#define IDEM_EBUSY                                                             \
-  (-14)                     /* the database stayed locked past the busy        \
-                               timeout; nothing was changed */
-#define IDEM_EIO (-15)      /* an I/O error or another storage failure */
-#define IDEM_ECORRUPT (-16) /* the database file is damaged */
-#define IDEM_EUNKNOWN                                                          \
-  (-17) /* the commit of a completion failed: it may or                        \
-           may not be stored (see idem_complete()) */
+/* An argument is NULL, empty or malformed. */
+#define IDEM_EINVAL (-1)
+/* A call out of order: a lease already finished, a handle closed while its
+ * leases are not freed, a struct not initialised with its _INIT macro. */
+#define IDEM_EMISUSE (-2)
+/* Out of memory; nothing was changed. */
+#define IDEM_ENOMEM (-3)
+/* The lease is no longer the caller's: another owner claimed the key, or
+ * it was reset. Nothing was changed. */
+#define IDEM_ELEASELOST (-4)
+/* The key is known with another fingerprint. */
+#define IDEM_EMISMATCH (-5)
+/* A key, result, fingerprint, name or reason is over its IDEM_MAX_*. */
+#define IDEM_ETOOBIG (-6)
+/* No row for that key (idem_get(), idem_reset()). */
+#define IDEM_ENOTFOUND (-7)
+/* The file cannot be opened or created: no such directory, a directory,
+ * permissions. */
+#define IDEM_ECANTOPEN (-8)
+/* The file is not an SQLite database. */
+#define IDEM_ENOTDB (-9)
+/* An SQLite database of another application (see IDEM_OPEN_SHARED). */
+#define IDEM_EFOREIGN (-10)
+/* idem tables of an unknown or newer schema. */
+#define IDEM_ESCHEMA (-11)
+/* The database cannot be written. */
+#define IDEM_EREADONLY (-12)
+/* The disk or file system is full. */
+#define IDEM_EFULL (-13)
+/* The database stayed locked past the busy timeout; nothing was changed. */
+#define IDEM_EBUSY (-14)
+/* An I/O error or another storage failure. */
+#define IDEM_EIO (-15)
+/* The database file is damaged. */
+#define IDEM_ECORRUPT (-16)
+/* The commit of a completion failed: it may or may not be stored (see
+ * idem_complete()). */
+#define IDEM_EUNKNOWN (-17)
 
 /* Answers of idem_begin() and idem_run(): positive, never errors. */
 #define IDEM_CLAIMED 1   /* the caller holds the lease and runs the job */
@@ -149,9 +167,7 @@ extern "C" {
 #define IDEM_FAILED 3    /* failed terminally with idem_fail(): its result */
 #define IDEM_BUSY 4      /* another owner holds a live lease */
 #define IDEM_POISONED 5  /* max_attempts spent; runs again after a reset */
-#define IDEM_RELEASED                                                          \
-  6 /* idem_run() only: the job ran and asked to be                            \
-       retried; the lease was released */
+#define IDEM_RELEASED 6  /* idem_run() only: the job asked to be retried */
 
 /* States of a stored row, as idem_get() and idem_list() report them. */
 #define IDEM_STATE_ABSENT 0
@@ -184,30 +200,33 @@ IDEM_EXPORT const char *idem_errmsg(const idem_db *db);
 
 /* --- Opening a database ------------------------------------------------ */
 
-#define IDEM_SYNC_NORMAL                                                       \
-  1 /* WAL + synchronous=NORMAL: survives a crash of                           \
-       the application; a power loss may lose the                              \
-       last transactions (a completion then reverts to                         \
-       a claimable key, never half written) */
-#define IDEM_SYNC_FULL                                                         \
-  2 /* WAL + synchronous=FULL: every answer is on                              \
-       stable storage before it is returned */
+/* Durability (idem_options.synchronous). Both use WAL mode.
+ * IDEM_SYNC_NORMAL: every answer survives a crash of the application; a
+ *   power loss may undo the last transactions (a completion then reverts to
+ *   a claimable key with its attempt counted, never to a half-written row).
+ * IDEM_SYNC_FULL: every answer is on stable storage before it is returned. */
+#define IDEM_SYNC_NORMAL 1
+#define IDEM_SYNC_FULL 2
 
-#define IDEM_FAIL_CLOSED                                                       \
-  0 /* storage error on begin: the error is returned                           \
-       and nothing runs (default) */
-#define IDEM_FAIL_OPEN                                                         \
-  1 /* storage error on begin: IDEM_CLAIMED with an                            \
-       unguarded lease, so the job runs without                                \
-       protection. Unsafe; for callers who prefer a                            \
-       duplicate run to no run at all. */
+/* What a begin does when storage fails (idem_options.fail_policy).
+ * IDEM_FAIL_CLOSED: the error is returned and nothing runs (the default).
+ * IDEM_FAIL_OPEN: the answer is IDEM_CLAIMED with an unguarded lease
+ *   (idem_answer.unguarded), so the job runs without protection and may run
+ *   more than once. Unsafe: only for callers who prefer a duplicate run to
+ *   no run at all. The error is still logged and counted. */
+#define IDEM_FAIL_CLOSED 0
+#define IDEM_FAIL_OPEN 1
 
 /* Flags of idem_options.flags. */
-#define IDEM_OPEN_READONLY 0x1 /* only idem_get/list/stats; no file changes */
-#define IDEM_OPEN_NOCREATE 0x2 /* fail with IDEM_ECANTOPEN if absent */
-#define IDEM_OPEN_SHARED                                                       \
-  0x4 /* allow adding the idem tables to a database                            \
-         that already holds other tables */
+/* Reading only: idem_get(), idem_list(), idem_stats_get(); no file change. */
+#define IDEM_OPEN_READONLY 0x1
+/* Fail with IDEM_ECANTOPEN instead of creating a missing file. */
+#define IDEM_OPEN_NOCREATE 0x2
+/* Allow adding the idem tables to a database that holds other tables. */
+#define IDEM_OPEN_SHARED 0x4
+/* End a lease by its TTL only; by default a lease whose holder process is
+ * known to be gone is claimable at once (see LIVENESS above). */
+#define IDEM_OPEN_TTL_ONLY 0x8
 
 /* Which clock the clock callback is asked for. */
 #define IDEM_CLOCK_LEASE 0 /* milliseconds of boot time: lease deadlines */

@@ -1,5 +1,5 @@
 /*
- * clock.c - the one place the library reads time and learns who it is.
+ * clock.c - the one place the library reads time.
  *
  * Lease deadlines are kept in boot-time milliseconds: every process of a
  * host reads the same CLOCK_BOOTTIME, it counts time spent in suspend (so a
@@ -12,12 +12,7 @@
  */
 #include "internal.h"
 
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
 #include <time.h>
-#include <unistd.h>
-#include <uuid/uuid.h>
 
 #ifndef CLOCK_BOOTTIME
 #define CLOCK_BOOTTIME CLOCK_MONOTONIC
@@ -39,22 +34,4 @@ int64_t idem__now(const idem_db *db, int which) {
 /* Lock waits are real waits, whatever clock the handle was given. */
 int64_t idem__monotonic_ms(void) {
   return read_ms(CLOCK_MONOTONIC);
-}
-
-void idem__self_init(idem__self *self) {
-  memset(self, 0, sizeof *self);
-  char text[64] = {0};
-  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  ssize_t n = read(fd, text, sizeof text - 1);
-  close(fd);
-  if (n < 36)
-    return;
-  text[36] = '\0';
-  self->has_boot = uuid_parse(text, self->boot) == 0;
-}
-
-void idem__uuid_format(const unsigned char uuid[16], char out[37]) {
-  uuid_unparse_lower(uuid, out);
 }

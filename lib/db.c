@@ -60,8 +60,8 @@ static int take_options(idem_db *db, const idem_options *in) {
                        in->version, IDEM_OPTIONS_VERSION);
   db->opt = *in;
   idem_options *o = &db->opt;
-  const unsigned known =
-      IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE | IDEM_OPEN_SHARED;
+  const unsigned known = IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE |
+                         IDEM_OPEN_SHARED | IDEM_OPEN_TTL_ONLY;
   if (o->ttl_ms <= 0)
     return idem__error(db, IDEM_EINVAL, "ttl_ms must be positive");
   if (o->heartbeat_ms == 0)

@@ -25,10 +25,16 @@
 
 typedef struct idem__store idem__store;
 
-/* The owner of a lease, as recorded in its row. */
+/* This process, as a lease row records its owner: the boot, and the
+ * process by PID namespace, pid and start time (clock ticks after boot),
+ * which together name one process of one boot even after its pid is
+ * reused. Zero where /proc cannot tell. */
 typedef struct idem__self {
-  unsigned char boot[16]; /* boot id; all zero when it cannot be read */
+  unsigned char boot[16];
   bool has_boot;
+  int64_t pid;
+  int64_t pidns;
+  int64_t start;
 } idem__self;
 
 struct idem_db {
@@ -85,6 +91,11 @@ struct idem_lease {
 int64_t idem__now(const idem_db *db, int which);
 int64_t idem__monotonic_ms(void);
 void idem__self_init(idem__self *self);
+/* Whether the process that wrote a lease is known to be gone: it ran in
+ * this PID namespace and its pid now names no process, a zombie, or a
+ * process started at another time. False whenever it cannot be told. */
+bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
+                      int64_t start);
 void idem__uuid_format(const unsigned char uuid[16], char out[37]);
 
 /* error.c */

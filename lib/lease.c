@@ -190,6 +190,7 @@ static int claim(idem_db *db, const void *key, size_t key_len,
       .name = name,
       .created_at = d->fresh ? now->wall : row->created_at,
       .now = now->wall,
+      .self = &db->self,
   };
   if (rc == 0)
     rc = idem__row_claim(db->store, key, key_len, &c);

@@ -16,10 +16,18 @@
 
 #include <string.h>
 
+static bool row_owner_gone(const void *self, const idem__row *row) {
+  return idem__owner_gone(self, row->owner_pid, row->owner_pidns,
+                          row->owner_start);
+}
+
 void idem__time_of(const idem_db *db, idem__time *now) {
   now->lease = idem__now(db, IDEM_CLOCK_LEASE);
   now->wall = idem__now(db, IDEM_CLOCK_WALL);
   now->boot = db->self.has_boot ? db->self.boot : NULL;
+  bool ttl_only = db->opt.flags & IDEM_OPEN_TTL_ONLY;
+  now->owner_gone = ttl_only ? NULL : row_owner_gone;
+  now->owner_ctx = &db->self;
 }
 
 bool idem__lease_live(const idem__row *row, const idem__time *now) {
@@ -32,7 +40,9 @@ bool idem__lease_live(const idem__row *row, const idem__time *now) {
     return false;
   if (row->has_boot && memcmp(row->boot, now->boot, 16) != 0)
     return false;
-  return row->lease_until > now->lease;
+  if (row->lease_until <= now->lease)
+    return false;
+  return !(now->owner_gone && now->owner_gone(now->owner_ctx, row));
 }
 
 bool idem__row_expired(const idem__row *row, const idem__time *now) {

@@ -21,6 +21,9 @@ typedef struct idem__time {
   int64_t lease;             /* boot-clock ms */
   int64_t wall;              /* epoch ms */
   const unsigned char *boot; /* this host's boot id, NULL when unknown */
+  /* Whether a lease's holder is known to be gone; NULL trusts the TTL. */
+  bool (*owner_gone)(const void *ctx, const idem__row *row);
+  const void *owner_ctx;
 } idem__time;
 
 typedef struct idem__decision {
@@ -35,7 +38,8 @@ typedef struct idem__decision {
 void idem__time_of(const idem_db *db, idem__time *now);
 
 /* Whether the row's lease still holds at `now`: it has an owner, was
- * written under this boot, and its deadline is ahead. */
+ * written under this boot, its deadline is ahead, and its holder is not
+ * known to be gone. */
 bool idem__lease_live(const idem__row *row, const idem__time *now);
 
 /* Whether a completed or failed row has outlived its retention. */

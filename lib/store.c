@@ -46,7 +46,9 @@ enum {
 
 #define ROW_COLUMNS                                                            \
   "state, attempts, fence, owner, lease_boot, lease_until, fingerprint, "      \
-  "name, code, created_at, updated_at, expires_at, length(result)"
+  "name, code, created_at, updated_at, expires_at, length(result), "           \
+  "owner_pid, owner_pidns, owner_start"
+#define RESULT_COLUMN 16
 
 static const char *const sql_text[S_NSTMT] = {
     [S_BEGIN_READ] = "BEGIN",
@@ -63,17 +65,22 @@ static const char *const sql_text[S_NSTMT] = {
     [S_CLAIM] =
         "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
         "lease_boot, lease_until, fingerprint, name, code, result, "
-        "created_at, updated_at, expires_at) "
-        "VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, ?9, ?10, NULL) "
+        "created_at, updated_at, expires_at, owner_pid, owner_pidns, "
+        "owner_start) "
+        "VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, ?9, ?10, NULL, "
+        "?11, ?12, ?13) "
         "ON CONFLICT (key) DO UPDATE SET state = 1, attempts = ?2, "
         "fence = ?3, owner = ?4, lease_boot = ?5, lease_until = ?6, "
         "fingerprint = ?7, name = ?8, code = 0, result = NULL, "
-        "created_at = ?9, updated_at = ?10, expires_at = NULL",
+        "created_at = ?9, updated_at = ?10, expires_at = NULL, "
+        "owner_pid = ?11, owner_pidns = ?12, owner_start = ?13",
     [S_POISON] = "UPDATE idem_keys SET state = 4, owner = NULL, "
-                 "lease_boot = NULL, lease_until = NULL, updated_at = ?2, "
+                 "lease_boot = NULL, lease_until = NULL, owner_pid = NULL, "
+                 "updated_at = ?2, "
                  "expires_at = NULL WHERE key = ?1",
     [S_FINISH] = "UPDATE idem_keys SET state = ?5, code = ?6, result = ?7, "
                  "owner = NULL, lease_boot = NULL, lease_until = NULL, "
+                 "owner_pid = NULL, "
                  "updated_at = ?8, expires_at = ?9 "
                  "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
     [S_RELEASE] = "UPDATE idem_keys SET owner = NULL, lease_boot = NULL, "
@@ -277,9 +284,12 @@ static void read_row(sqlite3_stmt *s, idem__row *row, bool with_result) {
   row->updated_at = sqlite3_column_int64(s, 10);
   row->expires_at = sqlite3_column_int64(s, 11);
   row->result_len = (size_t)sqlite3_column_int64(s, 12);
+  row->owner_pid = sqlite3_column_int64(s, 13);
+  row->owner_pidns = sqlite3_column_int64(s, 14);
+  row->owner_start = sqlite3_column_int64(s, 15);
   row->result = NULL;
-  if (with_result && sqlite3_column_type(s, 13) != SQLITE_NULL) {
-    row->result = sqlite3_column_blob(s, 13);
+  if (with_result && sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
+    row->result = sqlite3_column_blob(s, RESULT_COLUMN);
     if (!row->result)
       row->result = "";
   }
@@ -333,7 +343,10 @@ int idem__row_claim(idem__store *st, const void *key, size_t key_len,
       (rc = c->name ? sqlite3_bind_text(s, 8, c->name, -1, SQLITE_STATIC)
                     : sqlite3_bind_null(s, 8)) ||
       (rc = sqlite3_bind_int64(s, 9, c->created_at)) ||
-      (rc = sqlite3_bind_int64(s, 10, c->now)))
+      (rc = sqlite3_bind_int64(s, 10, c->now)) ||
+      (rc = sqlite3_bind_int64(s, 11, c->self->pid)) ||
+      (rc = sqlite3_bind_int64(s, 12, c->self->pidns)) ||
+      (rc = sqlite3_bind_int64(s, 13, c->self->start)))
     return rc;
   return run(s);
 }
@@ -461,8 +474,8 @@ int idem__rows_scan(idem__store *st, int state, const void *after,
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     idem__row row;
     read_row(s, &row, false);
-    const void *key = sqlite3_column_blob(s, 13);
-    size_t key_len = (size_t)sqlite3_column_bytes(s, 13);
+    const void *key = sqlite3_column_blob(s, RESULT_COLUMN);
+    size_t key_len = (size_t)sqlite3_column_bytes(s, RESULT_COLUMN);
     if (fn(ctx, key ? key : "", key_len, &row))
       break;
   }

@@ -36,6 +36,9 @@ typedef struct idem__row {
   int64_t created_at;
   int64_t updated_at;
   int64_t expires_at; /* 0 = kept forever */
+  int64_t owner_pid;  /* the lease holder's process; 0 when unknown */
+  int64_t owner_pidns;
+  int64_t owner_start;
 } idem__row;
 
 /* What a claim writes; the rest of the row is cleared. */
@@ -50,6 +53,7 @@ typedef struct idem__claim {
   const char *name;
   int64_t created_at;
   int64_t now;
+  const idem__self *self; /* the claiming process */
 } idem__claim;
 
 /* What a fenced call identifies itself with. */

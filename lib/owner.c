@@ -1,0 +1,103 @@
+/*
+ * owner.c - who holds a lease, and whether that process is still there.
+ *
+ * A lease row names its holder by boot id, PID namespace, pid and process
+ * start time. On one host this proves death faster than any timeout: when
+ * the holder ran in our PID namespace and its pid now names no process, a
+ * zombie, or a process that started at another time (the pid was reused),
+ * nobody holds the lease any more and it may be claimed at once instead of
+ * after its TTL. Everything else (another namespace, an unreadable /proc,
+ * a holder we cannot see) proves nothing, and the lease runs its TTL.
+ * Liveness can only ever shorten a wait for a dead holder; it never takes
+ * a lease from a live one, which is what keeps it safe to get wrong in the
+ * "cannot tell" direction.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+/* Reads /proc/PID/stat (pid 0: self). Returns 1 with the state letter and
+ * start time, 0 if there is no such process, -1 if it cannot be told. */
+static int proc_stat(int64_t pid, char *state, int64_t *start) {
+  char path[64], buf[1024];
+  if (pid)
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/stat");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT || errno == ESRCH ? 0 : -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return n == 0 || errno == ESRCH ? 0 : -1;
+  buf[n] = '\0';
+  /* The command name may hold spaces and parentheses: fields are counted
+   * from the last ')'. The state is field 3, the start time field 22. */
+  char *p = strrchr(buf, ')');
+  if (!p || p[1] != ' ' || !p[2])
+    return -1;
+  *state = p[2];
+  p += 3;
+  for (int field = 4; field < 22; field++) {
+    p = strchr(p + 1, ' ');
+    if (!p)
+      return -1;
+  }
+  char *end;
+  long long v = strtoll(p + 1, &end, 10);
+  if (end == p + 1)
+    return -1;
+  *start = v;
+  return 1;
+}
+
+void idem__self_init(idem__self *self) {
+  memset(self, 0, sizeof *self);
+  char text[64] = {0};
+  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n >= 36) {
+      text[36] = '\0';
+      self->has_boot = uuid_parse(text, self->boot) == 0;
+    }
+  }
+  struct stat sb;
+  char state;
+  int64_t start;
+  if (stat("/proc/self/ns/pid", &sb) == 0 &&
+      proc_stat(0, &state, &start) == 1) {
+    self->pid = getpid();
+    self->pidns = (int64_t)sb.st_ino;
+    self->start = start;
+  }
+}
+
+bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
+                      int64_t start) {
+  if (!self->pidns || pid <= 0 || pidns != self->pidns || !start)
+    return false;
+  if (pid == self->pid)
+    return start != self->start;
+  char state;
+  int64_t now_start;
+  int r = proc_stat(pid, &state, &now_start);
+  if (r == 0)
+    return true;
+  if (r < 0)
+    return false;
+  return state == 'Z' || state == 'X' || now_start != start;
+}
+
+void idem__uuid_format(const unsigned char uuid[16], char out[37]) {
+  uuid_unparse_lower(uuid, out);
+}
