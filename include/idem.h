@@ -506,6 +506,50 @@ IDEM_EXPORT int idem_list(idem_db *db, int state, const void *after,
                           size_t after_len, unsigned limit, idem_list_fn fn,
                           void *ctx, unsigned *count_out);
 
+/* How an attempt ended, in a key's history. */
+#define IDEM_OUTCOME_RUNNING 0   /* not ended yet */
+#define IDEM_OUTCOME_COMPLETED 1 /* idem_complete() */
+#define IDEM_OUTCOME_RELEASED 2  /* idem_release(); message: its reason */
+#define IDEM_OUTCOME_FAILED 3    /* idem_fail(); code: its code */
+#define IDEM_OUTCOME_LOST 4      /* taken over, and its holder came back */
+#define IDEM_OUTCOME_EXPIRED                                                   \
+  5                             /* taken over after its lease ended;           \
+                                   message: expiry, reboot or dead holder */
+#define IDEM_OUTCOME_POISONED 6 /* the attempt refused by max_attempts */
+
+/* One attempt of a key, as idem_history() reports it. */
+typedef struct idem_attempt {
+  unsigned version;    /* IDEM_ATTEMPT_VERSION */
+  uint32_t attempt;    /* 1-based */
+  uint64_t fence;      /* 0 for a poisoned (refused) attempt */
+  char owner[37];      /* the holder's lease UUID, "" if none */
+  int64_t pid;         /* the holder's process id, 0 if unknown */
+  int64_t started_at;  /* wall time, ms since the epoch */
+  int64_t ended_at;    /* 0 while running */
+  int outcome;         /* IDEM_OUTCOME_* */
+  int code;            /* the code given to idem_fail() */
+  const char *message; /* may be NULL; valid during the callback only */
+} idem_attempt;
+
+#define IDEM_ATTEMPT_VERSION 1
+#define IDEM_ATTEMPT_INIT                                                      \
+  { IDEM_ATTEMPT_VERSION, 0, 0, {0}, 0, 0, 0, 0, 0, NULL }
+
+/* Called once per attempt by idem_history(), oldest first, with the
+ * handle's lock held: it must not call into the same handle. Return
+ * non-zero to stop. */
+typedef int (*idem_attempt_fn)(void *ctx, const idem_attempt *a);
+
+/* Reports every attempt of `key` since it was last created: who held it,
+ * when, and how each attempt ended, so an operator can see why a key was
+ * poisoned. The history lives in the key's row and goes with it (reset,
+ * purge). *count_out (may be NULL) gets the number reported. Returns
+ * IDEM_OK, IDEM_ENOTFOUND, IDEM_EINVAL, IDEM_ETOOBIG or a storage error.
+ * Thread-safe. */
+IDEM_EXPORT int idem_history(idem_db *db, const void *key, size_t key_len,
+                             idem_attempt_fn fn, void *ctx,
+                             unsigned *count_out);
+
 /* Makes the key absent again, so its next begin starts at attempt 1; its
  * fence stays monotonic. A holder of a live lease on it loses the lease.
  * Returns IDEM_OK, IDEM_ENOTFOUND or a storage error. Thread-safe. */

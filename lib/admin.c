@@ -108,6 +108,48 @@ int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
   return code;
 }
 
+typedef struct counted {
+  idem_attempt_fn fn;
+  void *ctx;
+  unsigned n;
+} counted;
+
+static int count_attempt(void *ctx, const idem_attempt *a) {
+  counted *c = ctx;
+  c->n++;
+  return c->fn(c->ctx, a);
+}
+
+int idem_history(idem_db *db, const void *key, size_t key_len,
+                 idem_attempt_fn fn, void *ctx, unsigned *count_out) {
+  if (count_out)
+    *count_out = 0;
+  if (!db)
+    return IDEM_EINVAL;
+  idem__lock(db);
+  int code = idem__check_key(db, key, key_len);
+  if (!code && !fn)
+    code = idem__error(db, IDEM_EINVAL, "history function is NULL");
+  counted c = {fn, ctx, 0};
+  if (!code) {
+    idem__row row;
+    int rc = idem__tx_read(db->store);
+    if (rc == 0)
+      rc = idem__row_get(db->store, key, key_len, &row, false);
+    if (rc == 0 && row.state == IDEM_STATE_ABSENT)
+      code = idem__error(db, IDEM_ENOTFOUND, "no such key");
+    else if (rc == 0)
+      rc = idem__history_scan(db->store, key, key_len, count_attempt, &c);
+    if (rc)
+      code = fail_storage(db, rc, "history");
+    idem__tx_rollback(db->store);
+  }
+  idem__unlock(db);
+  if (count_out)
+    *count_out = c.n;
+  return code;
+}
+
 /* Rows of a listing, gathered under the lock and handed out after it. */
 typedef struct gathered {
   idem__time now;

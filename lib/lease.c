@@ -18,6 +18,7 @@
 #include "store.h"
 
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uuid/uuid.h>
@@ -136,6 +137,21 @@ void idem__lease_unref(idem_lease *l) {
   }
 }
 
+/* Why the attempt a row still shows as running has ended, if it has: for
+ * its history, when a claim or a poisoning takes the key over. */
+static const char *closing_reason(const idem__row *row, const idem__time *now,
+                                  char *buf, size_t size) {
+  if (row->state != IDEM_STATE_PENDING || !row->has_owner)
+    return NULL;
+  if (row->has_boot != (now->boot != NULL) ||
+      (row->has_boot && memcmp(row->boot, now->boot, 16) != 0))
+    return "the host rebooted";
+  if (row->lease_until <= now->lease)
+    return "the lease expired";
+  snprintf(buf, size, "holder process %lld died", (long long)row->owner_pid);
+  return buf;
+}
+
 /* The fence of a new claim: above the row's, or for a key without a row,
  * above every fence a deleted row ever had. */
 static int next_fence(idem_db *db, const idem__row *row, uint64_t *fence) {
@@ -176,9 +192,12 @@ static int claim(idem_db *db, const void *key, size_t key_len,
     }
     name = name_copy;
   }
+  char why[64], owner_text[37];
+  const char *closing = closing_reason(row, now, why, sizeof why);
   uint64_t fence;
   int rc = next_fence(db, row, &fence);
   uuid_generate(l->owner);
+  idem__uuid_format(l->owner, owner_text);
   idem__claim c = {
       .attempts = d->attempts,
       .fence = fence,
@@ -191,6 +210,9 @@ static int claim(idem_db *db, const void *key, size_t key_len,
       .created_at = d->fresh ? now->wall : row->created_at,
       .now = now->wall,
       .self = &db->self,
+      .owner_text = owner_text,
+      .fresh = d->fresh,
+      .closing = closing,
   };
   if (rc == 0)
     rc = idem__row_claim(db->store, key, key_len, &c);
@@ -289,11 +311,16 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
   case IDEM__DO_ANSWER:
     answer = answer_from_row(db, &row, &d, out);
     break;
-  case IDEM__DO_POISON:
-    rc = idem__row_poison(db->store, key, key_len, now->wall);
+  case IDEM__DO_POISON: {
+    char why[64], spent[64];
+    const char *closing = closing_reason(&row, now, why, sizeof why);
+    snprintf(spent, sizeof spent, "max_attempts (%u) spent",
+             db->opt.max_attempts);
+    rc = idem__row_poison(db->store, key, key_len, now->wall, closing, spent);
     answer = answer_from_row(db, &row, &d, out);
     *poisoned_now = true;
     break;
+  }
   default:
     rc = claim(db, key, key_len, bo, &row, &d, now, l, out);
     answer = IDEM_CLAIMED;
@@ -444,7 +471,8 @@ static bool already_done(const idem__row *row, const idem_lease *l, int op) {
 }
 
 static int end_write(idem_db *db, idem_lease *l, int op, int code,
-                     const void *res, size_t len, bool *lost) {
+                     const void *res, size_t len, const char *reason,
+                     bool *lost) {
   idem__time now;
   idem__time_of(db, &now);
   idem__fence f = {l->key, l->key_len, l->owner, l->fence};
@@ -452,7 +480,7 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
   int rc = idem__tx_write(db->store);
   if (rc == 0) {
     if (op == END_RELEASE)
-      rc = idem__row_release(db->store, &f, now.wall, &changed);
+      rc = idem__row_release(db->store, &f, now.wall, reason, &changed);
     else
       rc = idem__row_finish(
           db->store, &f,
@@ -465,6 +493,11 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
     rc = idem__row_get(db->store, l->key, l->key_len, &row, false);
     *lost = rc == 0 && !already_done(&row, l, op);
     idem__row_done(db->store);
+    /* The history keeps that the stale holder came back: worth a commit,
+     * and harmless if it fails. */
+    if (*lost &&
+        idem__row_mark_lost(db->store, l->key, l->key_len, l->fence) == 0)
+      (void)idem__tx_commit(db->store);
   }
   if (rc == 0 && changed) {
     rc = idem__tx_commit(db->store);
@@ -511,7 +544,7 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
     err = idem__error(db, IDEM_ETOOBIG, "reason is over %d bytes",
                       IDEM_MAX_REASON);
   else if (!l->unguarded)
-    err = end_write(db, l, op, code, res, len, &lost);
+    err = end_write(db, l, op, code, res, len, reason, &lost);
   if (err == IDEM_OK && lost)
     err = idem__error(db, IDEM_ELEASELOST,
                       "%s: the lease was taken over by another owner (fence "
@@ -524,6 +557,10 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
       idem__log(db, IDEM_LOG_INFO, "%s: lease released: %s", db->path, reason);
     lease_end(l, IDEM__LEASE_DONE);
   } else if (lost) {
+    idem__log(db, IDEM_LOG_WARN,
+              "%s: %s refused: the lease (fence %llu) was taken over by "
+              "another owner",
+              db->path, end_name[op], (unsigned long long)l->fence);
     idem__lease_mark_lost(l);
   }
   return err;

@@ -49,7 +49,8 @@ static const char create_sql[] =
     " result BLOB,"
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL,"
-    " expires_at INTEGER) WITHOUT ROWID;"
+    " expires_at INTEGER,"
+    " history TEXT) WITHOUT ROWID;"
     /* Purge walks terminal rows in expiry order without a scan. */
     "CREATE INDEX IF NOT EXISTS idem_keys_expiry ON idem_keys (expires_at)"
     " WHERE expires_at IS NOT NULL;";

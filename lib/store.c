@@ -15,6 +15,7 @@
 
 #include <sched.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,8 @@ enum {
   S_POISON,
   S_FINISH,
   S_RELEASE,
+  S_MARK_LOST,
+  S_HISTORY,
   S_TOUCH,
   S_DELETE,
   S_RAISE_FLOOR_STATE,
@@ -50,6 +53,20 @@ enum {
   "owner_pid, owner_pidns, owner_start"
 #define RESULT_COLUMN 16
 
+/* The history of a key is a JSON array in its row, one object per attempt:
+ * appended by a claim, closed by the call that ends the attempt. Keeping
+ * it in the row costs no extra b-tree write, and retention removes it with
+ * the key. An attempt still open when the next claim or a poisoning comes
+ * was never ended by its holder: it is closed as expired. */
+#define NEW_ATTEMPT                                                            \
+  "json_object('attempt', ?2, 'fence', ?3, 'owner', ?14, 'pid', ?11, "         \
+  "'started', ?10)"
+#define CLOSE_OPEN(now, why)                                                   \
+  "(CASE WHEN json_array_length(history) > 0 AND "                             \
+  "json_extract(history, '$[#-1].outcome') IS NULL THEN json_set(history, "    \
+  "'$[#-1].outcome', 'expired', '$[#-1].ended', " now                          \
+  ", '$[#-1].message', " why ") ELSE coalesce(history, '[]') END)"
+
 static const char *const sql_text[S_NSTMT] = {
     [S_BEGIN_READ] = "BEGIN",
     [S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -66,26 +83,51 @@ static const char *const sql_text[S_NSTMT] = {
         "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
         "lease_boot, lease_until, fingerprint, name, code, result, "
         "created_at, updated_at, expires_at, owner_pid, owner_pidns, "
-        "owner_start) "
+        "owner_start, history) "
         "VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, ?9, ?10, NULL, "
-        "?11, ?12, ?13) "
+        "?11, ?12, ?13, json_array(" NEW_ATTEMPT ")) "
         "ON CONFLICT (key) DO UPDATE SET state = 1, attempts = ?2, "
         "fence = ?3, owner = ?4, lease_boot = ?5, lease_until = ?6, "
         "fingerprint = ?7, name = ?8, code = 0, result = NULL, "
         "created_at = ?9, updated_at = ?10, expires_at = NULL, "
-        "owner_pid = ?11, owner_pidns = ?12, owner_start = ?13",
-    [S_POISON] = "UPDATE idem_keys SET state = 4, owner = NULL, "
-                 "lease_boot = NULL, lease_until = NULL, owner_pid = NULL, "
-                 "updated_at = ?2, "
-                 "expires_at = NULL WHERE key = ?1",
+        "owner_pid = ?11, owner_pidns = ?12, owner_start = ?13, "
+        "history = json_insert(CASE WHEN ?15 THEN '[]' ELSE " CLOSE_OPEN(
+            "?10", "?16") " END, '$[#]', " NEW_ATTEMPT ")",
+    [S_POISON] =
+        "UPDATE idem_keys SET state = 4, owner = NULL, lease_boot = NULL, "
+        "lease_until = NULL, owner_pid = NULL, updated_at = ?2, "
+        "expires_at = NULL, history = json_insert(" CLOSE_OPEN(
+            "?2",
+            "?3") ", '$[#]', json_object('attempt', attempts + 1, 'outcome', "
+                  "'poisoned', 'started', ?2, 'ended', ?2, 'message', ?4)) "
+                  "WHERE key = ?1",
     [S_FINISH] = "UPDATE idem_keys SET state = ?5, code = ?6, result = ?7, "
                  "owner = NULL, lease_boot = NULL, lease_until = NULL, "
-                 "owner_pid = NULL, "
-                 "updated_at = ?8, expires_at = ?9 "
+                 "owner_pid = NULL, updated_at = ?8, expires_at = ?9, "
+                 "history = json_set(history, '$[#-1].outcome', ?10, "
+                 "'$[#-1].ended', ?8, '$[#-1].code', ?6) "
                  "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
     [S_RELEASE] = "UPDATE idem_keys SET owner = NULL, lease_boot = NULL, "
-                  "lease_until = NULL, updated_at = ?4 "
+                  "lease_until = NULL, owner_pid = NULL, updated_at = ?4, "
+                  "history = json_set(history, '$[#-1].outcome', 'released', "
+                  "'$[#-1].ended', ?4, '$[#-1].message', ?5) "
                   "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
+    [S_MARK_LOST] =
+        "UPDATE idem_keys SET history = json_set(history, (SELECT '$[' || "
+        "j.key || '].outcome' FROM json_each(idem_keys.history) AS j "
+        "WHERE json_extract(j.value, '$.fence') = ?2), 'lost') "
+        "WHERE key = ?1 AND EXISTS (SELECT 1 FROM "
+        "json_each(idem_keys.history) AS j "
+        "WHERE json_extract(j.value, '$.fence') = ?2)",
+    [S_HISTORY] =
+        "SELECT json_extract(j.value, '$.attempt'), "
+        "json_extract(j.value, '$.fence'), json_extract(j.value, '$.owner'), "
+        "json_extract(j.value, '$.pid'), json_extract(j.value, '$.started'), "
+        "json_extract(j.value, '$.ended'), "
+        "json_extract(j.value, '$.outcome'), "
+        "json_extract(j.value, '$.message'), json_extract(j.value, '$.code') "
+        "FROM idem_keys, json_each(idem_keys.history) AS j "
+        "WHERE idem_keys.key = ?1 ORDER BY j.key",
     [S_TOUCH] = "UPDATE idem_keys SET lease_until = ?4 "
                 "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
     [S_DELETE] = "DELETE FROM idem_keys WHERE key = ?1",
@@ -346,19 +388,29 @@ int idem__row_claim(idem__store *st, const void *key, size_t key_len,
       (rc = sqlite3_bind_int64(s, 10, c->now)) ||
       (rc = sqlite3_bind_int64(s, 11, c->self->pid)) ||
       (rc = sqlite3_bind_int64(s, 12, c->self->pidns)) ||
-      (rc = sqlite3_bind_int64(s, 13, c->self->start)))
+      (rc = sqlite3_bind_int64(s, 13, c->self->start)) ||
+      (rc = sqlite3_bind_text(s, 14, c->owner_text, -1, SQLITE_STATIC)) ||
+      (rc = sqlite3_bind_int(s, 15, c->fresh)) ||
+      (rc = c->closing ? sqlite3_bind_text(s, 16, c->closing, -1, SQLITE_STATIC)
+                       : sqlite3_bind_null(s, 16)))
     return rc;
   return run(s);
 }
 
+static int bind_text(sqlite3_stmt *s, int i, const char *text) {
+  return text ? sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC)
+              : sqlite3_bind_null(s, i);
+}
+
 int idem__row_poison(idem__store *st, const void *key, size_t key_len,
-                     int64_t now) {
+                     int64_t now, const char *closing, const char *why) {
   sqlite3_stmt *s;
   int rc = stmt(st, S_POISON, &s);
   if (rc)
     return rc;
   if ((rc = bind_blob(s, 1, key, key_len)) ||
-      (rc = sqlite3_bind_int64(s, 2, now)))
+      (rc = sqlite3_bind_int64(s, 2, now)) || (rc = bind_text(s, 3, closing)) ||
+      (rc = bind_text(s, 4, why)))
     return rc;
   return run(s);
 }
@@ -381,20 +433,77 @@ int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
       (rc = bind_blob(s, 7, result ? result : "", len)) ||
       (rc = sqlite3_bind_int64(s, 8, now)) ||
       (rc = expires_at ? sqlite3_bind_int64(s, 9, expires_at)
-                       : sqlite3_bind_null(s, 9)))
+                       : sqlite3_bind_null(s, 9)) ||
+      (rc = bind_text(s, 10,
+                      state == IDEM_STATE_COMPLETED ? "completed" : "failed")))
     return rc;
   return run_fenced(st, s, changed);
 }
 
 int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
-                      int *changed) {
+                      const char *reason, int *changed) {
   sqlite3_stmt *s;
   int rc = stmt(st, S_RELEASE, &s);
   if (rc)
     return rc;
-  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, now)))
+  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, now)) ||
+      (rc = bind_text(s, 5, reason)))
     return rc;
   return run_fenced(st, s, changed);
+}
+
+int idem__row_mark_lost(idem__store *st, const void *key, size_t key_len,
+                        uint64_t fence) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_MARK_LOST, &s);
+  if (rc)
+    return rc;
+  if ((rc = bind_blob(s, 1, key, key_len)) ||
+      (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)fence)))
+    return rc;
+  return run(s);
+}
+
+static const char *const outcome_name[] = {
+    [IDEM_OUTCOME_RUNNING] = "",
+    [IDEM_OUTCOME_COMPLETED] = "completed",
+    [IDEM_OUTCOME_RELEASED] = "released",
+    [IDEM_OUTCOME_FAILED] = "failed",
+    [IDEM_OUTCOME_LOST] = "lost",
+    [IDEM_OUTCOME_EXPIRED] = "expired",
+    [IDEM_OUTCOME_POISONED] = "poisoned"};
+
+static int outcome_of(const unsigned char *text) {
+  for (int i = 1; text && i <= IDEM_OUTCOME_POISONED; i++)
+    if (strcmp((const char *)text, outcome_name[i]) == 0)
+      return i;
+  return IDEM_OUTCOME_RUNNING;
+}
+
+int idem__history_scan(idem__store *st, const void *key, size_t key_len,
+                       int (*fn)(void *ctx, const idem_attempt *a), void *ctx) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_HISTORY, &s);
+  if (rc || (rc = bind_blob(s, 1, key, key_len)))
+    return rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    idem_attempt a = IDEM_ATTEMPT_INIT;
+    a.attempt = (uint32_t)sqlite3_column_int64(s, 0);
+    a.fence = (uint64_t)sqlite3_column_int64(s, 1);
+    const unsigned char *owner = sqlite3_column_text(s, 2);
+    if (owner)
+      snprintf(a.owner, sizeof a.owner, "%s", (const char *)owner);
+    a.pid = sqlite3_column_int64(s, 3);
+    a.started_at = sqlite3_column_int64(s, 4);
+    a.ended_at = sqlite3_column_int64(s, 5);
+    a.outcome = outcome_of(sqlite3_column_text(s, 6));
+    a.message = (const char *)sqlite3_column_text(s, 7);
+    a.code = sqlite3_column_int(s, 8);
+    if (fn(ctx, &a))
+      break;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,

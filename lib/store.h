@@ -54,6 +54,9 @@ typedef struct idem__claim {
   int64_t created_at;
   int64_t now;
   const idem__self *self; /* the claiming process */
+  const char *owner_text; /* owner as a UUID string, for the history */
+  bool fresh;             /* the key starts anew: its history too */
+  const char *closing;    /* why an attempt still open has ended */
 } idem__claim;
 
 /* What a fenced call identifies itself with. */
@@ -92,14 +95,23 @@ int idem__fence_floor(idem__store *st, uint64_t *out);
 
 int idem__row_claim(idem__store *st, const void *key, size_t key_len,
                     const idem__claim *c);
+/* `closing` says why an attempt still open has ended; `why` is recorded
+ * with the poisoning. */
 int idem__row_poison(idem__store *st, const void *key, size_t key_len,
-                     int64_t now);
+                     int64_t now, const char *closing, const char *why);
 /* Fenced writes: *changed is 0 when the row no longer carries the fence. */
 int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
                      const void *result, size_t len, int64_t now,
                      int64_t expires_at, int *changed);
 int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
-                      int *changed);
+                      const char *reason, int *changed);
+/* Marks the attempt with this fence lost in the key's history, when a
+ * stale holder tried to end it. */
+int idem__row_mark_lost(idem__store *st, const void *key, size_t key_len,
+                        uint64_t fence);
+/* Calls fn for each attempt of the key, oldest first. */
+int idem__history_scan(idem__store *st, const void *key, size_t key_len,
+                       int (*fn)(void *ctx, const idem_attempt *a), void *ctx);
 int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,
                     int *changed);
 
