@@ -69,9 +69,9 @@ typedef struct bench_sys {
 #define FLOOR_FULL 0x1   /* synchronous = FULL */
 #define FLOOR_INDEX 0x2  /* add libidem's partial expiry index */
 #define FLOOR_BGCKPT 0x4 /* checkpoint in a thread, not inside COMMIT */
-#define FLOOR_BUSY_LIB                                                         \
-  0x8 /* libidem's busy handler instead of SQLite's                            \
-       */
+#define FLOOR_FLOCK                                                            \
+  0x8 /* queue writers on flock() of a side file, not on SQLite's busy         \
+         handler */
 
 typedef struct floor_cfg {
   unsigned flags;

@@ -173,13 +173,13 @@ static void db_path(char *out, size_t size, const char *tag) {
 }
 
 static void db_remove(const char *path) {
-  static const char *const suffix[] = {"-wal", "-shm"};
+  static const char *const suffix[] = {"-wal", "-shm", "-wlock"};
   char p[608];
   size_t n = strnlen(path, 600);
   unlink(path);
   memcpy(p, path, n);
-  for (int i = 0; i < 2; i++) {
-    memcpy(p + n, suffix[i], 5);
+  for (int i = 0; i < 3; i++) {
+    memcpy(p + n, suffix[i], strlen(suffix[i]) + 1);
     unlink(p);
   }
 }
@@ -628,6 +628,8 @@ static void run_rss(const char *sys_name, bench_meas *m) {
 /* --- The plan ---------------------------------------------------------- */
 
 static const floor_cfg fl_normal = {0}, fl_full = {FLOOR_FULL},
+                       fl_flock = {FLOOR_FLOCK},
+                       fl_full_flock = {FLOOR_FULL | FLOOR_FLOCK},
                        fl_index = {FLOOR_INDEX}, fl_bg = {FLOOR_BGCKPT},
                        fl_full_bg = {FLOOR_FULL | FLOOR_BGCKPT};
 static const idem_cfg id_normal = {IDEM_SYNC_NORMAL, 0, 5},
@@ -665,7 +667,7 @@ static void bench_cycles(void) {
   }
   e = new_entry("cycle_full", "Fresh-key cycle (begin + complete), FULL",
                 "cycles/s", full, 3);
-  n = scaled(600);
+  n = scaled(300);
   for (int r = 0; r < reps; r++) {
     int ord[MAXVAR];
     order(3, r, ord);
@@ -700,8 +702,11 @@ static void bench_reads(void) {
 }
 
 static void bench_contention(void) {
+  /* Processes on disjoint keys also run the floor with a kernel queue for
+   * writers: what a better waiting strategy than polling would give. */
   const variant disj[] = {{"floor", &floor_sys, &fl_normal},
-                          {"libidem", &idem_sys, &id_normal}};
+                          {"libidem", &idem_sys, &id_normal},
+                          {"floor+flock-queue", &floor_sys, &fl_flock}};
   const variant hot[] = {{"floor", &floor_sys, &fl_normal},
                          {"libidem", &idem_sys, &id_hot}};
   const int ns[] = {1, 2, 4, 8};
@@ -718,28 +723,30 @@ static void bench_contention(void) {
                  h ? "16 hot keys (claim + release)"
                    : "disjoint keys (begin + complete)");
         const variant *v = h ? hot : disj;
-        entry *e = new_entry(id, title, h ? "ops/s" : "cycles/s", v, 2);
+        int nv = !h && !kind ? 3 : 2;
+        entry *e = new_entry(id, title, h ? "ops/s" : "cycles/s", v, nv);
         for (int r = 0; r < reps; r++) {
           int ord[MAXVAR];
-          order(2, r, ord);
-          for (int k = 0; k < 2; k++)
+          order(nv, r, ord);
+          for (int k = 0; k < nv; k++)
             run_parallel(&v[ord[k]], kind ? 1 : ns[j], kind ? ns[j] : 1, h,
                          secs, &e->m[ord[k]][r]);
         }
       }
   const variant full[] = {{"floor", &floor_sys, &fl_full},
-                          {"libidem", &idem_sys, &id_full}};
+                          {"libidem", &idem_sys, &id_full},
+                          {"floor+flock-queue", &floor_sys, &fl_full_flock}};
   const int fp[] = {1, 8};
   for (int j = 0; j < 2; j++) {
     char id[64], title[128];
     snprintf(id, sizeof id, "procs_disjoint_%d_full", fp[j]);
     snprintf(title, sizeof title, "%d process%s, disjoint keys, FULL", fp[j],
              fp[j] > 1 ? "es" : "");
-    entry *e = new_entry(id, title, "cycles/s", full, 2);
+    entry *e = new_entry(id, title, "cycles/s", full, 3);
     for (int r = 0; r < reps; r++) {
       int ord[MAXVAR];
-      order(2, r, ord);
-      for (int k = 0; k < 2; k++)
+      order(3, r, ord);
+      for (int k = 0; k < 3; k++)
         run_parallel(&full[ord[k]], fp[j], 1, false, 1.0 * scale,
                      &e->m[ord[k]][r]);
     }
@@ -1126,15 +1133,21 @@ static void write_plot_data(const char *dir) {
     if (!f)
       continue;
     fprintf(f, "# n floor_rate libidem_rate floor_p99_us libidem_p99_us "
-               "floor_max_us libidem_max_us\n");
+               "floor_max_us libidem_max_us [flock_rate flock_p99_us "
+               "flock_max_us]\n");
     for (int n = 1; n <= 8; n *= 2) {
       char id[64];
       snprintf(id, sizeof id, "%s_%d", kinds[k], n);
       entry *e = find_entry(id);
-      if (e)
-        fprintf(f, "%d %.1f %.1f %.1f %.1f %.1f %.1f\n", n, med(e, 0, F_RATE),
-                med(e, 1, F_RATE), med(e, 0, F_P99), med(e, 1, F_P99),
-                med(e, 0, F_MAX), med(e, 1, F_MAX));
+      if (!e)
+        continue;
+      fprintf(f, "%d %.1f %.1f %.1f %.1f %.1f %.1f", n, med(e, 0, F_RATE),
+              med(e, 1, F_RATE), med(e, 0, F_P99), med(e, 1, F_P99),
+              med(e, 0, F_MAX), med(e, 1, F_MAX));
+      if (e->nvar > 2)
+        fprintf(f, " %.1f %.1f %.1f", med(e, 2, F_RATE), med(e, 2, F_P99),
+                med(e, 2, F_MAX));
+      fputc('\n', f);
     }
     fclose(f);
   }
@@ -1177,6 +1190,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: idem_bench --out DIR [--reps N] [--scale X] [--lib-size B]"
           " [--label TEXT] [--only LIST]\n"
+          "       idem_bench --profile floor|libidem N\n"
           "  LIST: comma-separated among cycle,read,contention,heartbeat,"
           "size,memory\n");
   exit(2);
@@ -1197,9 +1211,35 @@ static void cleanup_tmp(void) {
     rmdir(tmpdir);
 }
 
+/* For a profiler: n fresh-key cycles and n hits of one system, NORMAL. */
+static int profile(const char *sys_name, long n) {
+  bool idem = strcmp(sys_name, "libidem") == 0;
+  const variant v = {sys_name, idem ? &idem_sys : &floor_sys,
+                     idem ? (const void *)&id_normal
+                          : (const void *)&fl_normal};
+  char path[600];
+  db_path(path, sizeof path, "profile");
+  bench_meas m;
+  run_cycle(&v, path, n, &m);
+  fprintf(stderr, "%s: %.0f cycles/s\n", sys_name, m.rate);
+  db_remove(path);
+  run_read(&v, &v, false, 1000, n, &m);
+  fprintf(stderr, "%s: %.0f hits/s\n", sys_name, m.rate);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--rss-child") == 0)
     return rss_child(argv[2], argv[3]);
+  if (argc == 4 && strcmp(argv[1], "--profile") == 0) {
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/idem-bench.XXXXXX",
+             t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir))
+      die("mkdtemp", -1);
+    atexit(cleanup_tmp);
+    return profile(argv[2], strtol(argv[3], NULL, 10));
+  }
   const char *out = NULL, *only = NULL;
   long lib_size = 0;
   for (int i = 1; i < argc; i++) {
