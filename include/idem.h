@@ -178,6 +178,7 @@ extern "C" {
 
 typedef struct idem_db idem_db;
 typedef struct idem_lease idem_lease;
+struct sqlite3; /* from <sqlite3.h>, for idem_open_db() */
 
 /* --- Version and errors ------------------------------------------------ */
 
@@ -298,6 +299,29 @@ typedef struct idem_options {
 IDEM_EXPORT int idem_open(idem_db **out, const char *path,
                           const idem_options *opts);
 
+/* Opens libidem on a connection the application already has, to a file
+ * that holds its own tables too, so that a job whose effect is a write to
+ * that database can commit the effect and the completion in one
+ * transaction (idem_complete_in_tx()). The idem tables are added if
+ * missing; the connection is switched to WAL mode, given `synchronous`
+ * and a busy handler of busy_timeout_ms, and gets the SQL function
+ *   idem_fence_ok(key, fence)
+ * which is 1 while `fence` is the key's current claim (held, or completed
+ * or failed under it) and 0 otherwise, so the application's own writes can
+ * refuse a stale holder: UPDATE ... WHERE ... AND idem_fence_ok(?, ?).
+ *
+ * The connection stays the application's: it must outlive the handle, and
+ * idem_close() does not close it (it leaves a busy timeout in place of the
+ * handler). Call idem_begin() and the other calls outside the
+ * application's transactions, except idem_complete_in_tx(); the handle and
+ * the connection are used by one thread at a time. The heartbeat opens its
+ * own connection to the same file.
+ * Returns what idem_open() returns; IDEM_EINVAL for a NULL, in-memory or
+ * temporary connection or IDEM_OPEN_READONLY; IDEM_EMISUSE if a
+ * transaction is open. *out is set as by idem_open(). */
+IDEM_EXPORT int idem_open_db(idem_db **out, struct sqlite3 *conn,
+                             const idem_options *opts);
+
 /* Closes the handle and frees it. Refused with IDEM_EMISUSE (and nothing
  * happens) while lease objects of this handle are not yet freed with
  * idem_lease_free(), held or not. idem_close(NULL) returns IDEM_OK. Not
@@ -391,6 +415,20 @@ IDEM_EXPORT void idem_answer_clear(idem_answer *out);
  * Not thread-safe for one lease; thread-safe across leases. */
 IDEM_EXPORT int idem_complete(idem_lease *lease, const void *result,
                               size_t len);
+
+/* Like idem_complete(), but inside the transaction the application has
+ * open on its own connection (see idem_open_db()), so that the job's own
+ * writes and the completion commit together, or not at all. It neither
+ * begins nor commits: the application does. Fenced: on IDEM_ELEASELOST
+ * the application must roll back, and nothing of the job is kept.
+ * On IDEM_OK the lease is finished; if the application then rolls back,
+ * the key stays pending until this lease's TTL ends.
+ * Returns IDEM_OK, IDEM_ELEASELOST, IDEM_EMISUSE (not an idem_open_db()
+ * handle, no transaction open, lease already finished), IDEM_EINVAL,
+ * IDEM_ETOOBIG, or a storage error (roll back). Not thread-safe for one
+ * lease. */
+IDEM_EXPORT int idem_complete_in_tx(idem_lease *lease, const void *result,
+                                    size_t len);
 
 /* Records a terminal failure: the key answers IDEM_FAILED with `result`
  * and `code` until retention ends or it is reset. Fenced like

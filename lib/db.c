@@ -211,6 +211,26 @@ static int create_schema(idem_db *db) {
   return IDEM_OK;
 }
 
+/* WAL, synchronous, and for a new file auto_vacuum. Switching a new file
+ * to WAL while another process does the same can be refused at once,
+ * without the busy handler: SQLite will not let a reader wait to become
+ * the writer, as that could deadlock. So it is retried here. */
+static int configure(idem_db *db, int kind) {
+  sqlite3 *conn = idem__store_conn(db->store);
+  int64_t start = idem__monotonic_ms();
+  int rc;
+  for (unsigned pause_us = 100;;
+       pause_us = pause_us < 8000 ? pause_us * 2 : pause_us) {
+    rc = idem__schema_configure(conn, db->opt.synchronous, db->readonly,
+                                kind == IDEM__SCHEMA_NEW);
+    if ((rc & 0xff) != SQLITE_BUSY ||
+        idem__monotonic_ms() - start >= db->opt.busy_timeout_ms)
+      return rc;
+    struct timespec ts = {0, (long)pause_us * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static int open_store(idem_db *db, int kind) {
   bool ro = db->opt.flags & IDEM_OPEN_READONLY;
   unsigned flags = ro                                     ? IDEM__STORE_READONLY
@@ -226,32 +246,16 @@ static int open_store(idem_db *db, int kind) {
                        "%s: the file is read-only (IDEM_OPEN_READONLY "
                        "opens it for reading)",
                        db->path);
-  /* Switching a new file to WAL while another process does the same can
-   * be refused at once, without the busy handler: SQLite will not let a
-   * reader wait to become the writer, as that could deadlock. Retry. */
-  int64_t start = idem__monotonic_ms();
-  for (unsigned pause_us = 100;;
-       pause_us = pause_us < 8000 ? pause_us * 2 : pause_us) {
-    rc = idem__schema_configure(conn, db->opt.synchronous, ro,
-                                kind == IDEM__SCHEMA_NEW);
-    if ((rc & 0xff) != SQLITE_BUSY ||
-        idem__monotonic_ms() - start >= db->opt.busy_timeout_ms)
-      break;
-    struct timespec ts = {0, (long)pause_us * 1000};
-    nanosleep(&ts, NULL);
-  }
+  rc = configure(db, kind);
   if (rc != SQLITE_OK)
     return open_error(db, db->store, rc, "configure");
   return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
 }
 
-int idem_open(idem_db **out, const char *path, const idem_options *opts) {
-  if (!out)
-    return IDEM_EINVAL;
-  *out = NULL;
+static idem_db *handle_new(void) {
   idem_db *db = calloc(1, sizeof *db);
   if (!db)
-    return IDEM_ENOMEM;
+    return NULL;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->reg, NULL);
   pthread_mutex_init(&db->hb_mu, NULL);
@@ -261,8 +265,15 @@ int idem_open(idem_db **out, const char *path, const idem_options *opts) {
   pthread_cond_init(&db->ended, &ca);
   pthread_cond_init(&db->hb_wake, &ca);
   pthread_condattr_destroy(&ca);
-  *out = db;
+  return db;
+}
 
+int idem_open(idem_db **out, const char *path, const idem_options *opts) {
+  if (!out)
+    return IDEM_EINVAL;
+  idem_db *db = *out = handle_new();
+  if (!db)
+    return IDEM_ENOMEM;
   int code = take_options(db, opts);
   if (code)
     return code;
@@ -281,6 +292,49 @@ int idem_open(idem_db **out, const char *path, const idem_options *opts) {
   if ((code = probe(db, &kind, &version)) || (code = judge(db, kind, version)))
     return code;
   return open_store(db, kind);
+}
+
+int idem_open_db(idem_db **out, sqlite3 *conn, const idem_options *opts) {
+  if (!out)
+    return IDEM_EINVAL;
+  idem_db *db = *out = handle_new();
+  if (!db)
+    return IDEM_ENOMEM;
+  int code = take_options(db, opts);
+  if (code)
+    return code;
+  const char *file = conn ? sqlite3_db_filename(conn, "main") : NULL;
+  if (!file || !*file)
+    return idem__error(db, IDEM_EINVAL,
+                       "idem_open_db needs a connection to a database file "
+                       "(the heartbeat and other processes open it too)");
+  if (db->opt.flags & IDEM_OPEN_READONLY)
+    return idem__error(db, IDEM_EINVAL,
+                       "idem_open_db does not take IDEM_OPEN_READONLY");
+  if (!sqlite3_get_autocommit(conn))
+    return idem__error(db, IDEM_EMISUSE,
+                       "a transaction is open on the connection");
+  if (!(db->path = strdup(file)))
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  idem__self_init(&db->self);
+  /* The application's own tables live beside ours by design. */
+  db->opt.flags |= IDEM_OPEN_SHARED;
+  db->app_conn = true;
+  int kind, version;
+  int rc = idem__store_wrap(&db->store, conn, db->opt.busy_timeout_ms);
+  if (rc == SQLITE_OK)
+    rc = idem__schema_classify(conn, &kind, &version);
+  if (rc != SQLITE_OK)
+    return open_error(db, db->store, rc, "read");
+  if ((code = judge(db, kind, version)))
+    return code;
+  if ((rc = configure(db, kind)) != SQLITE_OK)
+    return open_error(db, db->store, rc, "configure");
+  if (kind != IDEM__SCHEMA_OURS && (code = create_schema(db)))
+    return code;
+  if ((rc = idem__fence_sql_register(conn)) != SQLITE_OK)
+    return open_error(db, db->store, rc, "register idem_fence_ok()");
+  return IDEM_OK;
 }
 
 int idem_close(idem_db *db) {

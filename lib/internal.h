@@ -24,6 +24,7 @@
 #include <stdbool.h>
 
 typedef struct idem__store idem__store;
+struct sqlite3;
 
 /* This process, as a lease row records its owner: the boot, and the
  * process by PID namespace, pid and start time (clock ticks after boot),
@@ -42,6 +43,7 @@ struct idem_db {
   char *path;
   idem__self self;
   bool readonly;
+  bool app_conn; /* opened on the application's connection (idem_open_db) */
 
   pthread_mutex_t mu;
   idem__store *store; /* main connection, under mu */
@@ -115,6 +117,9 @@ int idem__check_key(idem_db *db, const void *key, size_t key_len);
 /* lease.c */
 void idem__lease_unref(idem_lease *lease);
 void idem__lease_mark_lost(idem_lease *lease);
+
+/* fence_sql.c */
+int idem__fence_sql_register(struct sqlite3 *conn);
 
 /* heartbeat.c */
 int idem__heartbeat_start(idem_db *db); /* called under db->reg */

@@ -452,8 +452,10 @@ int idem_begin(idem_db *db, const void *key, size_t key_len,
 #define END_COMPLETE 0
 #define END_FAIL 1
 #define END_RELEASE 2
+#define END_COMPLETE_IN_TX 3 /* inside the application's transaction */
 
-static const char *const end_name[] = {"complete", "fail", "release"};
+static const char *const end_name[] = {"complete", "fail", "release",
+                                       "complete in transaction"};
 
 /* Whether a row that the fenced write did not match shows that this lease
  * already did what is asked (a retry after IDEM_EUNKNOWN). */
@@ -462,6 +464,7 @@ static bool already_done(const idem__row *row, const idem_lease *l, int op) {
     return false;
   switch (op) {
   case END_COMPLETE:
+  case END_COMPLETE_IN_TX:
     return row->state == IDEM_STATE_COMPLETED;
   case END_FAIL:
     return row->state == IDEM_STATE_FAILED;
@@ -477,16 +480,29 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
   idem__time_of(db, &now);
   idem__fence f = {l->key, l->key_len, l->owner, l->fence};
   int changed = 0;
-  int rc = idem__tx_write(db->store);
+  /* Inside the application's transaction, it commits or rolls back. */
+  bool own_tx = op != END_COMPLETE_IN_TX;
+  int rc = own_tx ? idem__tx_write(db->store) : 0;
   if (rc == 0) {
     if (op == END_RELEASE)
       rc = idem__row_release(db->store, &f, now.wall, reason, &changed);
     else
       rc = idem__row_finish(
           db->store, &f,
-          op == END_COMPLETE ? IDEM_STATE_COMPLETED : IDEM_STATE_FAILED, code,
-          res, len, now.wall,
+          op == END_FAIL ? IDEM_STATE_FAILED : IDEM_STATE_COMPLETED, code, res,
+          len, now.wall,
           db->opt.retention_ms ? now.wall + db->opt.retention_ms : 0, &changed);
+  }
+  if (!own_tx) {
+    if (rc == 0 && !changed) {
+      idem__row row;
+      rc = idem__row_get(db->store, l->key, l->key_len, &row, false);
+      *lost = rc == 0 && !already_done(&row, l, op);
+      idem__row_done(db->store);
+    }
+    return rc ? idem__storage_error(db, rc, end_name[op],
+                                    idem__store_errmsg(db->store))
+              : IDEM_OK;
   }
   if (rc == 0 && !changed) {
     idem__row row;
@@ -543,6 +559,14 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
   else if (reason && strlen(reason) > IDEM_MAX_REASON)
     err = idem__error(db, IDEM_ETOOBIG, "reason is over %d bytes",
                       IDEM_MAX_REASON);
+  else if (op == END_COMPLETE_IN_TX && !db->app_conn)
+    err = idem__error(db, IDEM_EMISUSE,
+                      "idem_complete_in_tx needs a handle made by "
+                      "idem_open_db");
+  else if (op == END_COMPLETE_IN_TX && !idem__store_in_tx(db->store))
+    err = idem__error(db, IDEM_EMISUSE,
+                      "idem_complete_in_tx needs a transaction open on the "
+                      "connection");
   else if (!l->unguarded)
     err = end_write(db, l, op, code, res, len, reason, &lost);
   if (err == IDEM_OK && lost)
@@ -568,6 +592,10 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
 
 int idem_complete(idem_lease *lease, const void *result, size_t len) {
   return lease_end_call(lease, END_COMPLETE, 0, result, len, NULL);
+}
+
+int idem_complete_in_tx(idem_lease *lease, const void *result, size_t len) {
+  return lease_end_call(lease, END_COMPLETE_IN_TX, 0, result, len, NULL);
 }
 
 int idem_fail(idem_lease *lease, int code, const void *result, size_t len) {

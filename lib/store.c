@@ -153,6 +153,7 @@ static const char *const sql_text[S_NSTMT] = {
 
 struct idem__store {
   sqlite3 *conn;
+  bool app_conn; /* the application's connection: not ours to close */
   sqlite3_stmt *stmt[S_NSTMT];
   sqlite3_stmt *borrowed; /* a stepped statement whose columns a row uses */
   int busy_timeout_ms;
@@ -205,12 +206,34 @@ int idem__store_open(idem__store **out, const char *path, unsigned flags,
   return rc;
 }
 
+int idem__store_wrap(idem__store **out, sqlite3 *conn, int busy_timeout_ms) {
+  idem__store *st = calloc(1, sizeof *st);
+  *out = st;
+  if (!st)
+    return SQLITE_NOMEM;
+  st->conn = conn;
+  st->app_conn = true;
+  st->busy_timeout_ms = busy_timeout_ms;
+  sqlite3_busy_handler(conn, busy_wait, st);
+  return SQLITE_OK;
+}
+
+bool idem__store_in_tx(const idem__store *st) {
+  return !sqlite3_get_autocommit(st->conn);
+}
+
 void idem__store_close(idem__store *st) {
   if (!st)
     return;
   for (int i = 0; i < S_NSTMT; i++)
     sqlite3_finalize(st->stmt[i]);
-  sqlite3_close(st->conn);
+  if (st->app_conn) {
+    /* Our handler points into this store: leave the application SQLite's
+     * own wait of the same length instead. */
+    sqlite3_busy_timeout(st->conn, st->busy_timeout_ms);
+  } else {
+    sqlite3_close(st->conn);
+  }
   free(st);
 }
 

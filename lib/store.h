@@ -16,6 +16,8 @@
 
 #include "internal.h"
 
+struct sqlite3;
+
 /* One row of idem_keys. Blob pointers borrow from the store and are valid
  * until the next call on that store. */
 typedef struct idem__row {
@@ -72,7 +74,13 @@ typedef struct idem__fence {
 
 int idem__store_open(idem__store **out, const char *path, unsigned flags,
                      int busy_timeout_ms);
+/* Uses the application's connection: statements are ours, the connection
+ * stays the application's and is not closed. */
+int idem__store_wrap(idem__store **out, struct sqlite3 *conn,
+                     int busy_timeout_ms);
 void idem__store_close(idem__store *st);
+/* Whether a transaction is open on the connection. */
+bool idem__store_in_tx(const idem__store *st);
 const char *idem__store_errmsg(const idem__store *st);
 /* The schema is checked and created by schema.c on this connection. */
 struct sqlite3 *idem__store_conn(idem__store *st);
