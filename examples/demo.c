@@ -7,9 +7,13 @@
  *   1. A race. Eight processes ask for the same three keys at the same
  *      moment. For each key one of them runs the job, once; the others wait
  *      and are handed its result.
- *   2. A crash. The holder of a key is killed in the middle of its job. The
- *      key stays locked for exactly what is left of the dead holder's lease,
- *      then the next caller claims it with a higher fencing token.
+ *   2. A crash, then a hang. The holder of a key is killed in the middle
+ *      of its job: the next caller claims the key at once, with a higher
+ *      fencing token, long before the dead holder's lease would end. That
+ *      new holder then hangs (it is stopped), which nobody can tell from a
+ *      slow job: the key stays locked for exactly what is left of its
+ *      lease, then the next caller claims it; when the stopped holder goes
+ *      on, its result is refused.
  *   3. Poison. A job that always fails is retried until max_attempts claims
  *      are spent; then the key stops running and on_poison is told once.
  *
@@ -39,8 +43,8 @@
 #define WORKERS 8
 #define NKEYS 3
 #define JOB_MS 200
-#define CRASH_TTL_MS 1000
-#define KILL_AFTER_MS 300
+#define KILLED_TTL_MS 30000 /* never waited out: the holder is dead */
+#define HUNG_TTL_MS 1000    /* waited out: the holder may only be slow */
 #define POISON_MAX 3
 
 static const char *const race_keys[NKEYS] = {"invoice-1001", "invoice-1002",
@@ -100,6 +104,8 @@ static const char *answer_name(int rc) {
     return "IDEM_POISONED";
   case IDEM_RELEASED:
     return "IDEM_RELEASED";
+  case IDEM_ELEASELOST:
+    return "IDEM_ELEASELOST";
   default:
     return idem_errstr(rc);
   }
@@ -403,112 +409,183 @@ static void scene_race(void) {
   close_db(db);
 }
 
-/* --- 2. The crash ------------------------------------------------------- */
+/* --- 2. A crash and a hang ---------------------------------------------- */
 
-static void crash_victim(int ready_fd) {
+/* What a holder child and the parent tell each other through pipes: one
+ * message of this size each way per step. */
+struct crash_msg {
+  int64_t rc;      /* an answer or error code */
+  int64_t attempt; /* or, for a completion, idem_lease_lost() */
+  int64_t fence;
+  int64_t ms; /* parent to child: when the kill was sent (now_ms());
+                 child to parent: how long its claim came after it */
+};
+
+static int send_msg(int fd, const struct crash_msg *m) {
+  return write_all(fd, (const char *)m, sizeof *m);
+}
+
+static int recv_msg(int fd, struct crash_msg *m) {
+  char *p = (char *)m;
+  size_t got = 0;
+
+  while (got < sizeof *m) {
+    ssize_t n = read(fd, p + got, sizeof *m - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+/* The first holder: claims the key with a long lease, says so, and never
+ * finishes: the parent kills it. */
+static void killed_holder(int to_parent) {
   idem_options o = IDEM_OPTIONS_INIT;
   idem_answer ans = IDEM_ANSWER_INIT;
+  struct crash_msg m = {0, 0, 0, 0};
   idem_db *db = NULL;
-  char line[64];
-  int rc, len;
 
-  o.ttl_ms = CRASH_TTL_MS;
+  o.ttl_ms = KILLED_TTL_MS;
   if (open_db(&db, &o) != IDEM_OK)
     _exit(1);
-  rc = idem_begin(db, crash_key, strlen(crash_key), NULL, &ans);
-  if (rc != IDEM_CLAIMED) {
-    report("idem_begin", rc, db);
+  m.rc = idem_begin(db, crash_key, strlen(crash_key), NULL, &ans);
+  m.attempt = ans.attempts;
+  m.fence = (int64_t)ans.fence;
+  if (send_msg(to_parent, &m) != 0 || m.rc != IDEM_CLAIMED)
     _exit(1);
-  }
-  printf("   pid %ld claimed %s (attempt %u, fence %" PRIu64
-         ") and starts the job...\n",
-         (long)getpid(), crash_key, (unsigned)ans.attempts, ans.fence);
-  fflush(stdout);
-  len = snprintf(line, sizeof line, "%" PRIu64 "\n", ans.fence);
-  if (!fits(len, sizeof line) || write_all(ready_fd, line, (size_t)len) != 0)
-    _exit(1);
-  /* The job never ends: the parent kills this process here. */
   for (;;)
     pause();
 }
 
-static void scene_crash(void) {
+/* The second holder: opened and parked before the kill, so that what is
+ * measured is the claim alone. Told when the kill was sent, it begins
+ * without waiting and reports. Its job then "hangs" (the parent stops it);
+ * told to go on, it completes and reports what it got. */
+static void hung_holder(int from_parent, int to_parent) {
   idem_options o = IDEM_OPTIONS_INIT;
-  idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
   idem_answer ans = IDEM_ANSWER_INIT;
+  struct crash_msg m;
+  char result[128];
   idem_db *db = NULL;
-  uint64_t dead_fence = 0;
-  int64_t t0, waited, left;
-  char line[64], result[256];
-  int ready[2], status = -1, rc;
-  ssize_t n;
+  int rc;
+
+  o.ttl_ms = HUNG_TTL_MS;
+  if (open_db(&db, &o) != IDEM_OK || recv_msg(from_parent, &m) != 0)
+    _exit(1);
+  rc = idem_begin(db, crash_key, strlen(crash_key), NULL, &ans);
+  m.ms = now_ms() - m.ms;
+  m.rc = rc;
+  m.attempt = ans.attempts;
+  m.fence = (int64_t)ans.fence;
+  if (send_msg(to_parent, &m) != 0 || rc != IDEM_CLAIMED)
+    _exit(1);
+  if (recv_msg(from_parent, &m) != 0)
+    _exit(1);
+  snprintf(result, sizeof result, "sent invoice %s (by pid %ld, attempt %u)",
+           crash_key + strlen("invoice-"), (long)getpid(),
+           (unsigned)ans.attempts);
+  m.rc = idem_complete(ans.lease, result, strlen(result));
+  m.attempt = idem_lease_lost(ans.lease);
+  idem_lease_free(ans.lease);
+  idem_answer_clear(&ans);
+  if (send_msg(to_parent, &m) != 0)
+    _exit(1);
+  _exit(idem_close(db) == IDEM_OK ? 0 : 1);
+}
+
+/* Forks a holder with a pipe each way; returns its pid, or -1. */
+static pid_t fork_holder(int hung, int *to_child, int *from_child) {
+  int down[2], up[2];
   pid_t pid;
 
-  printf("\n2. A crash: the holder of %s is killed with SIGKILL mid-job "
-         "(lease TTL %d ms)\n",
-         crash_key, CRASH_TTL_MS);
-  if (pipe(ready) != 0) {
+  if (pipe(down) != 0) {
     perror("pipe");
-    failures++;
-    return;
+    return -1;
+  }
+  if (pipe(up) != 0) {
+    perror("pipe");
+    close(down[0]);
+    close(down[1]);
+    return -1;
   }
   fflush(stdout);
   pid = fork();
+  if (pid == 0) {
+    close(down[1]);
+    close(up[0]);
+    if (hung)
+      hung_holder(down[0], up[1]);
+    killed_holder(up[1]);
+  }
+  close(down[0]);
+  close(up[1]);
   if (pid < 0) {
     perror("fork");
-    close(ready[0]);
-    close(ready[1]);
-    failures++;
-    return;
+    close(down[1]);
+    close(up[0]);
+    return -1;
   }
-  if (pid == 0) {
-    close(ready[0]);
-    crash_victim(ready[1]);
-  }
-  close(ready[1]);
-  do
-    n = read(ready[0], line, sizeof line - 1);
-  while (n < 0 && errno == EINTR);
-  close(ready[0]);
-  if (n > 0) {
-    line[n] = '\0';
-    dead_fence = strtoull(line, NULL, 10);
-    /* Some way into the job, so that less than the TTL is left. */
-    sleep_ms(KILL_AFTER_MS);
-  }
-  kill(pid, SIGKILL);
+  *to_child = down[1];
+  *from_child = up[0];
+  return pid;
+}
+
+static int reap(pid_t pid) {
+  int status = -1;
+
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
-  if (n <= 0) {
-    expect(0, "the worker to be killed never claimed %s", crash_key);
-    return;
-  }
-  expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-         "the worker was not killed by SIGKILL");
-  printf("   pid %ld killed %d ms into the job, before it could complete\n",
-         (long)pid, KILL_AFTER_MS);
+  return status;
+}
 
-  o.ttl_ms = CRASH_TTL_MS;
+/* (b): the second holder is stopped with its lease; the parent is told
+ * BUSY with the real time left, waits it out, claims, completes; then the
+ * stopped holder goes on and is refused. */
+static int hang_and_take_over(pid_t pid, int to_child, int from_child,
+                              uint64_t hung_fence) {
+  idem_options o = IDEM_OPTIONS_INIT;
+  idem_begin_opts bo = IDEM_BEGIN_OPTS_INIT;
+  idem_answer ans = IDEM_ANSWER_INIT;
+  struct crash_msg m = {0, 0, 0, 0};
+  idem_db *db = NULL;
+  int64_t t0, waited, left;
+  char result[128];
+  int status = -1, rc, done;
+
+  kill(pid, SIGSTOP);
+  while (waitpid(pid, &status, WUNTRACED) < 0 && errno == EINTR)
+    ;
+  if (!WIFSTOPPED(status)) {
+    expect(0, "pid %ld could not be stopped", (long)pid);
+    return 0;
+  }
+  printf("   pid %ld hangs (SIGSTOP, lease TTL %d ms): it cannot be told "
+         "from a slow job\n",
+         (long)pid, HUNG_TTL_MS);
+
+  o.ttl_ms = HUNG_TTL_MS;
   if (open_db(&db, &o) != IDEM_OK) {
     failures++;
-    return;
+    return 0;
   }
   t0 = now_ms();
   rc = idem_begin(db, crash_key, strlen(crash_key), NULL, &ans);
   if (rc < 0)
     report("idem_begin", rc, db);
   left = ans.lease_ms;
-  printf("   next caller: %s, the dead worker's lease has %" PRId64
-         " ms left\n",
+  printf("   next caller: %s, %" PRId64 " ms left on its lease\n",
          answer_name(rc), left);
   expect(rc == IDEM_BUSY, "expected IDEM_BUSY, got %s", answer_name(rc));
-  expect(left > 0 && left <= CRASH_TTL_MS, "lease_ms %" PRId64 " out of range",
+  expect(left > 0 && left <= HUNG_TTL_MS, "lease_ms %" PRId64 " out of range",
          left);
   if (rc == IDEM_CLAIMED)
     idem_lease_free(ans.lease);
   idem_answer_clear(&ans);
 
-  bo.wait_ms = 5 * CRASH_TTL_MS;
+  bo.wait_ms = 5 * HUNG_TTL_MS;
   rc = idem_begin(db, crash_key, strlen(crash_key), &bo, &ans);
   waited = now_ms() - t0;
   if (rc != IDEM_CLAIMED) {
@@ -516,25 +593,19 @@ static void scene_crash(void) {
     expect(0, "expected IDEM_CLAIMED after the wait, got %s", answer_name(rc));
     idem_answer_clear(&ans);
     close_db(db);
-    return;
+    return 0;
   }
-  printf("   waited %" PRId64 " ms, then %s: attempt %u, fence %" PRIu64
-         " (the dead one had %" PRIu64 ")\n",
-         waited, answer_name(rc), (unsigned)ans.attempts, ans.fence,
-         dead_fence);
+  printf("   waited %" PRId64 " ms, then %s: attempt %u, fence %" PRIu64 "\n",
+         waited, answer_name(rc), (unsigned)ans.attempts, ans.fence);
   /* A couple of ms of slack for the rounding of lease_ms to whole ms. */
   expect(waited + 2 >= left,
          "claimed after %" PRId64 " ms, before the lease ran out", waited);
-  expect(ans.attempts == 2, "attempt %u, expected 2", (unsigned)ans.attempts);
-  expect(ans.fence > dead_fence, "fence %" PRIu64 " is not above %" PRIu64,
-         ans.fence, dead_fence);
-
-  if (log_execution(crash_key, ans.fence) != 0)
-    failures++;
-  snprintf(result, sizeof result,
-           "sent invoice %s (by pid %ld, attempt %u, fence %" PRIu64 ")",
+  expect(ans.attempts == 3, "attempt %u, expected 3", (unsigned)ans.attempts);
+  expect(ans.fence > hung_fence, "fence %" PRIu64 " is not above %" PRIu64,
+         ans.fence, hung_fence);
+  snprintf(result, sizeof result, "sent invoice %s (by pid %ld, attempt %u)",
            crash_key + strlen("invoice-"), (long)getpid(),
-           (unsigned)ans.attempts, ans.fence);
+           (unsigned)ans.attempts);
   rc = idem_complete(ans.lease, result, strlen(result));
   if (rc != IDEM_OK) {
     report("idem_complete", rc, db);
@@ -542,10 +613,98 @@ static void scene_crash(void) {
   }
   idem_lease_free(ans.lease);
   idem_answer_clear(&ans);
-  printf("   stored \"%s\";\n   the killed attempt left no result behind\n",
-         result);
-  expect_stored(db, crash_key, result, 2);
+  printf("   stored \"%s\"\n", result);
+
+  kill(pid, SIGCONT);
+  done = send_msg(to_child, &m) == 0 && recv_msg(from_child, &m) == 0;
+  if (!done) {
+    expect(0, "pid %ld did not report its completion", (long)pid);
+  } else {
+    printf("   pid %ld continued: idem_complete got %s, "
+           "idem_lease_lost() %s\n",
+           (long)pid, answer_name((int)m.rc),
+           m.attempt ? "is true" : "is FALSE");
+    expect(m.rc == IDEM_ELEASELOST, "the stale holder's completion got %s",
+           answer_name((int)m.rc));
+    expect(m.attempt != 0, "the stale holder's lease is not marked lost");
+  }
+  expect_stored(db, crash_key, result, 3);
+  printf("   the stored result is still attempt 3's\n");
   close_db(db);
+  return done;
+}
+
+static void scene_crash(void) {
+  struct crash_msg m = {0, 0, 0, 0};
+  int a_to = -1, a_from = -1, b_to = -1, b_from = -1, b_done = 0, status;
+  pid_t a, b = -1;
+  uint64_t dead_fence = 0;
+
+  printf("\n2. A crash, then a hang: the holders of %s die or stop mid-job\n",
+         crash_key);
+  a = fork_holder(0, &a_to, &a_from);
+  if (a < 0) {
+    failures++;
+    return;
+  }
+  if (recv_msg(a_from, &m) != 0) {
+    expect(0, "the first holder never claimed %s", crash_key);
+    goto out;
+  }
+  dead_fence = (uint64_t)m.fence;
+  printf("   pid %ld claimed it (attempt %u, fence %" PRIu64
+         ", lease TTL %d ms) and is killed with SIGKILL\n",
+         (long)a, (unsigned)m.attempt, dead_fence, KILLED_TTL_MS);
+  b = fork_holder(1, &b_to, &b_from);
+  if (b < 0) {
+    failures++;
+    goto out;
+  }
+
+  m.ms = now_ms();
+  kill(a, SIGKILL);
+  status = reap(a);
+  a = -1;
+  expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+         "the first holder was not killed by SIGKILL");
+  if (send_msg(b_to, &m) != 0 || recv_msg(b_from, &m) != 0) {
+    expect(0, "the second holder did not report its claim");
+    goto out;
+  }
+  printf("   next caller, pid %ld: %s %" PRId64
+         " ms after the kill: attempt %u, fence %" PRId64 "\n",
+         (long)b, answer_name((int)m.rc), m.ms, (unsigned)m.attempt, m.fence);
+  expect(m.rc == IDEM_CLAIMED, "expected IDEM_CLAIMED at once, got %s",
+         answer_name((int)m.rc));
+  expect(m.attempt == 2, "attempt %u, expected 2", (unsigned)m.attempt);
+  expect((uint64_t)m.fence > dead_fence,
+         "fence %" PRId64 " is not above %" PRIu64, m.fence, dead_fence);
+  /* Far below the TTL: the key was not left to expire. */
+  expect(m.ms < KILLED_TTL_MS / 10, "the claim took %" PRId64 " ms", m.ms);
+  if (m.rc == IDEM_CLAIMED)
+    b_done = hang_and_take_over(b, b_to, b_from, (uint64_t)m.fence);
+
+out:
+  /* Whatever failed above, no holder is left behind, stopped or not. */
+  if (a > 0) {
+    kill(a, SIGKILL);
+    reap(a);
+  }
+  if (b > 0) {
+    if (!b_done) {
+      kill(b, SIGKILL);
+      kill(b, SIGCONT);
+    }
+    status = reap(b);
+    expect(!b_done || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
+           "the second holder did not finish cleanly (status %d)", status);
+  }
+  close(a_to);
+  close(a_from);
+  if (b_to >= 0) {
+    close(b_to);
+    close(b_from);
+  }
 }
 
 /* --- 3. Poison ---------------------------------------------------------- */
