@@ -272,13 +272,21 @@ typedef struct idem_options {
    * taken over. Must not block; must not free the lease. */
   void (*on_lost)(void *ctx, idem_lease *lease);
   void *lost_ctx;
+  /* Storage caps for small devices, enforced by idem_purge(): at most
+   * max_rows completed and failed rows, holding at most max_bytes of
+   * results. Over a cap, purge evicts the rows whose retention ends
+   * soonest, then those kept forever, oldest first. Pending and poisoned
+   * rows are never evicted. 0 = no cap. */
+  uint64_t max_rows;
+  uint64_t max_bytes;
 } idem_options;
 
 #define IDEM_OPTIONS_VERSION 1
 #define IDEM_OPTIONS_INIT                                                      \
   {                                                                            \
     IDEM_OPTIONS_VERSION, 60000, 0, 5, 86400000, 5000, IDEM_SYNC_NORMAL,       \
-        IDEM_FAIL_CLOSED, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL    \
+        IDEM_FAIL_CLOSED, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,   \
+        0, 0                                                                   \
   }
 
 /* Opens (and if needed creates) the database at `path`: a file name or an
@@ -598,15 +606,21 @@ IDEM_EXPORT int idem_reset(idem_db *db, const void *key, size_t key_len);
 IDEM_EXPORT int idem_reset_state(idem_db *db, int state, uint64_t *count_out);
 
 /* Deletes completed and failed rows whose retention has ended, in
- * transactions of at most 1000 rows, up to `limit` rows (0 = all). Never
- * touches a pending or poisoned row. *count_out (may be NULL) gets the
- * number deleted. Thread-safe. */
+ * transactions of at most 1000 rows, up to `limit` rows (0 = all); then,
+ * whatever `limit` says, evicts rows until the max_rows and max_bytes caps
+ * hold; then gives free pages back to the file system (incremental vacuum)
+ * and checkpoints the WAL. Never touches a pending or poisoned row.
+ * *count_out (may be NULL) gets the number of rows deleted, evicted ones
+ * included (idem_stats.evicted counts those apart). Returns IDEM_OK,
+ * IDEM_EREADONLY or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out);
 
 typedef struct idem_stats {
   unsigned version; /* IDEM_STATS_VERSION */
   uint64_t rows[5]; /* rows per IDEM_STATE_* (ABSENT stays 0) */
-  uint64_t leased;  /* pending rows with a live lease */
+  uint64_t leased;  /* pending rows whose lease deadline is ahead (a
+                       dead holder's lease counts until a begin or its
+                       TTL ends it) */
   uint64_t expired; /* completed/failed rows past retention */
   int64_t db_bytes; /* size of the database (pages * page size) */
   int schema_version;
@@ -619,11 +633,12 @@ typedef struct idem_stats {
                     lost */
   uint64_t mismatches;
   uint64_t storage_errors;
+  uint64_t evicted; /* rows idem_purge() evicted to stay under the caps */
 } idem_stats;
 
 #define IDEM_STATS_VERSION 1
 #define IDEM_STATS_INIT                                                        \
-  { IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+  { IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /* Counts rows per state and reports the handle's counters. Thread-safe. */
 IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);

@@ -283,6 +283,72 @@ int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
   return code;
 }
 
+/* Keys chosen for eviction, copied out of the scan that found them. */
+typedef struct victims {
+  uint64_t rows_over, bytes_over;
+  void **keys;
+  size_t *lens;
+  unsigned n, cap;
+  bool nomem;
+} victims;
+
+static int pick_victim(void *ctx, const void *key, size_t key_len,
+                       uint64_t bytes) {
+  victims *v = ctx;
+  if ((!v->rows_over && !v->bytes_over) || v->n == v->cap)
+    return 1;
+  if (!(v->keys[v->n] = dup_bytes(key, key_len))) {
+    v->nomem = true;
+    return 1;
+  }
+  v->lens[v->n++] = key_len;
+  if (v->rows_over)
+    v->rows_over--;
+  v->bytes_over = v->bytes_over > bytes ? v->bytes_over - bytes : 0;
+  return 0;
+}
+
+/* One transaction of eviction: at most PURGE_BATCH rows. */
+static int evict_batch(idem_db *db, uint64_t *count) {
+  victims v = {.cap = PURGE_BATCH};
+  uint64_t rows, bytes;
+  int rc = idem__tx_write(db->store);
+  if (rc == 0)
+    rc = idem__terminal_totals(db->store, &rows, &bytes);
+  if (rc == 0) {
+    if (db->opt.max_rows && rows > db->opt.max_rows)
+      v.rows_over = rows - db->opt.max_rows;
+    if (db->opt.max_bytes && bytes > db->opt.max_bytes)
+      v.bytes_over = bytes - db->opt.max_bytes;
+  }
+  if (rc == 0 && (v.rows_over || v.bytes_over)) {
+    v.keys = calloc(v.cap, sizeof *v.keys);
+    v.lens = calloc(v.cap, sizeof *v.lens);
+    if (!v.keys || !v.lens)
+      v.nomem = true;
+    else
+      rc = idem__rows_evictable(db->store, pick_victim, &v);
+  }
+  for (unsigned i = 0; rc == 0 && !v.nomem && i < v.n; i++) {
+    int changed;
+    rc = idem__row_delete(db->store, v.keys[i], v.lens[i], &changed);
+  }
+  if (rc == 0 && !v.nomem)
+    rc = idem__tx_commit(db->store);
+  for (unsigned i = 0; i < v.n; i++)
+    free(v.keys[i]);
+  free(v.keys);
+  free(v.lens);
+  if (v.nomem) {
+    idem__tx_rollback(db->store);
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  }
+  if (rc)
+    return fail_storage(db, rc, "evict");
+  *count = v.n;
+  return IDEM_OK;
+}
+
 int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
   if (count_out)
     *count_out = 0;
@@ -307,8 +373,28 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
     if (code || n < batch || (limit && total >= limit))
       break;
   }
+  bool capped = db->opt.max_rows || db->opt.max_bytes;
+  uint64_t evicted = 0;
+  for (uint64_t n = PURGE_BATCH; !code && capped && n == PURGE_BATCH;) {
+    idem__lock(db);
+    n = 0;
+    code = evict_batch(db, &n);
+    idem__unlock(db);
+    evicted += n;
+  }
+  if (evicted) {
+    atomic_fetch_add(&db->n_evicted, evicted);
+    idem__log(db, IDEM_LOG_INFO,
+              "%s: evicted %llu row(s) to stay under max_rows/max_bytes",
+              db->path, (unsigned long long)evicted);
+  }
+  if (!code) {
+    idem__lock(db);
+    idem__store_compact(db->store);
+    idem__unlock(db);
+  }
   if (count_out)
-    *count_out = total;
+    *count_out = total + evicted;
   return code;
 }
 
@@ -343,6 +429,7 @@ int idem_stats_get(idem_db *db, idem_stats *out) {
     out->lost = atomic_load(&db->n_lost);
     out->mismatches = atomic_load(&db->n_mismatches);
     out->storage_errors = atomic_load(&db->n_storage_errors);
+    out->evicted = atomic_load(&db->n_evicted);
   }
   return code;
 }

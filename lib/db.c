@@ -249,6 +249,8 @@ static int open_store(idem_db *db, int kind) {
   rc = configure(db, kind);
   if (rc != SQLITE_OK)
     return open_error(db, db->store, rc, "configure");
+  if (!ro)
+    idem__checkpoint_hook(db);
   return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
 }
 

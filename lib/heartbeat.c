@@ -13,6 +13,14 @@
  * nothing, the row is read: a different fence (or no row) means the lease
  * is lost and the job is told; the same fence means the lease was ended by
  * its holder while the round ran, which is not a loss.
+ *
+ * The same thread takes the WAL checkpoint off the callers' path. SQLite
+ * checkpoints inside the COMMIT that crosses the WAL's size threshold,
+ * which puts milliseconds of copying into one unlucky begin or complete.
+ * Instead, the main connection's WAL hook only notes that the threshold
+ * was crossed and wakes this thread, which checkpoints on its own
+ * connection. A handle without the thread checkpoints inline, as SQLite
+ * would.
  */
 #include "store.h"
 
@@ -72,6 +80,66 @@ static idem_lease **snapshot(idem_db *db, size_t *n) {
   return ls;
 }
 
+/* Opens the heartbeat's connection on first use, with the handle's
+ * durability: under NORMAL a refresh must not pay for an fsync. Under
+ * db->hb_mu. */
+static int hb_store_ready(idem_db *db, char *msg, size_t msg_size) {
+  if (db->hb_store)
+    return SQLITE_OK;
+  int rc =
+      idem__store_open(&db->hb_store, db->path, 0, db->opt.busy_timeout_ms);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(idem__store_conn(db->hb_store),
+                      db->opt.synchronous == IDEM_SYNC_FULL
+                          ? "PRAGMA synchronous = FULL"
+                          : "PRAGMA synchronous = NORMAL",
+                      NULL, NULL, NULL);
+  if (rc) {
+    snprintf(msg, msg_size, "%s", idem__store_errmsg(db->hb_store));
+    idem__store_close(db->hb_store);
+    db->hb_store = NULL;
+  }
+  return rc;
+}
+
+static void checkpoint(idem_db *db) {
+  char msg[256] = "";
+  pthread_mutex_lock(&db->hb_mu);
+  int rc = hb_store_ready(db, msg, sizeof msg);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_wal_checkpoint_v2(idem__store_conn(db->hb_store), NULL,
+                                   SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  if (rc != SQLITE_OK && !msg[0])
+    snprintf(msg, sizeof msg, "%s", idem__store_errmsg(db->hb_store));
+  pthread_mutex_unlock(&db->hb_mu);
+  /* A busy checkpoint is retried at the next commit past the threshold. */
+  if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+    idem__log(db, IDEM_LOG_WARN, "%s: checkpoint failed: %s", db->path, msg);
+}
+
+#define CHECKPOINT_PAGES 1000 /* SQLite's own default threshold */
+
+static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
+  idem_db *db = arg;
+  if (pages < CHECKPOINT_PAGES)
+    return SQLITE_OK;
+  pthread_mutex_lock(&db->reg);
+  bool thread = db->hb_running && !db->hb_stop;
+  if (thread) {
+    db->ckpt_wanted = true;
+    pthread_cond_signal(&db->hb_wake);
+  }
+  pthread_mutex_unlock(&db->reg);
+  if (!thread)
+    (void)sqlite3_wal_checkpoint_v2(conn, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                    NULL);
+  return SQLITE_OK;
+}
+
+void idem__checkpoint_hook(idem_db *db) {
+  sqlite3_wal_hook(idem__store_conn(db->store), wal_hook, db);
+}
+
 static int heartbeat_round(idem_db *db, unsigned *lost_out, char *msg,
                            size_t msg_size) {
   size_t n;
@@ -84,14 +152,8 @@ static int heartbeat_round(idem_db *db, unsigned *lost_out, char *msg,
     snprintf(msg, msg_size, "out of memory");
   }
   pthread_mutex_lock(&db->hb_mu);
-  if (rc == 0 && n && !db->hb_store) {
-    rc = idem__store_open(&db->hb_store, db->path, 0, db->opt.busy_timeout_ms);
-    if (rc) {
-      snprintf(msg, msg_size, "%s", idem__store_errmsg(db->hb_store));
-      idem__store_close(db->hb_store);
-      db->hb_store = NULL;
-    }
-  }
+  if (rc == 0 && n)
+    rc = hb_store_ready(db, msg, msg_size);
   if (rc == 0 && n) {
     rc = refresh(db, db->hb_store, ls, n, lost);
     if (rc)
@@ -134,18 +196,27 @@ int idem_heartbeat(idem_db *db, unsigned *lost_out) {
 
 static void *heartbeat_main(void *arg) {
   idem_db *db = arg;
+  int64_t ms = db->opt.heartbeat_ms;
+  struct timespec next;
+  clock_gettime(CLOCK_MONOTONIC, &next);
   pthread_mutex_lock(&db->reg);
   while (!db->hb_stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ms = db->opt.heartbeat_ms;
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
+    next.tv_sec += ms / 1000;
+    next.tv_nsec += (ms % 1000) * 1000000L;
+    if (next.tv_nsec >= 1000000000L) {
+      next.tv_sec++;
+      next.tv_nsec -= 1000000000L;
     }
-    pthread_cond_timedwait(&db->hb_wake, &db->reg, &ts);
+    /* Checkpoints asked for in between do not move the next round. */
+    while (!db->hb_stop &&
+           pthread_cond_timedwait(&db->hb_wake, &db->reg, &next) == 0) {
+      if (db->ckpt_wanted) {
+        db->ckpt_wanted = false;
+        pthread_mutex_unlock(&db->reg);
+        checkpoint(db);
+        pthread_mutex_lock(&db->reg);
+      }
+    }
     if (db->hb_stop)
       break;
     pthread_mutex_unlock(&db->reg);

@@ -55,15 +55,16 @@ struct idem_db {
   idem_lease *leases;   /* held leases, a doubly linked list (under reg) */
   unsigned nleases;     /* leases not yet freed, held or not (under reg) */
   pthread_t hb_thread;
-  bool hb_running; /* under reg */
-  bool hb_stop;    /* under reg; hb_wake is signalled when it is set */
+  bool hb_running;  /* under reg */
+  bool hb_stop;     /* under reg; hb_wake is signalled when it is set */
+  bool ckpt_wanted; /* under reg: the WAL wants a checkpoint */
   pthread_cond_t hb_wake;
 
   pthread_mutex_t hb_mu;
   idem__store *hb_store; /* heartbeat connection, opened on first use */
 
   _Atomic uint64_t n_hits, n_claims, n_busy, n_poisoned, n_lost, n_mismatches,
-      n_storage_errors;
+      n_storage_errors, n_evicted;
 };
 
 #define IDEM__LEASE_HELD 0
@@ -124,5 +125,8 @@ int idem__fence_sql_register(struct sqlite3 *conn);
 /* heartbeat.c */
 int idem__heartbeat_start(idem_db *db); /* called under db->reg */
 void idem__heartbeat_stop(idem_db *db);
+/* Moves the WAL checkpoint of the main connection to the heartbeat thread
+ * (inline when there is none). */
+void idem__checkpoint_hook(idem_db *db);
 
 #endif

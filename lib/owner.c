@@ -7,7 +7,8 @@
  * zombie, or a process that started at another time (the pid was reused),
  * nobody holds the lease any more and it may be claimed at once instead of
  * after its TTL. Everything else (another namespace, an unreadable /proc,
- * a holder we cannot see) proves nothing, and the lease runs its TTL.
+ * a /proc mounted for another PID namespace than ours, a holder we cannot
+ * see) proves nothing, and the lease runs its TTL.
  * Liveness can only ever shorten a wait for a dead holder; it never takes
  * a lease from a live one, which is what keeps it safe to get wrong in the
  * "cannot tell" direction.
@@ -23,14 +24,17 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-/* Reads /proc/PID/stat (pid 0: self). Returns 1 with the state letter and
- * start time, 0 if there is no such process, -1 if it cannot be told. */
-static int proc_stat(int64_t pid, char *state, int64_t *start) {
-  char path[64], buf[1024];
-  if (pid)
-    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
-  else
-    snprintf(path, sizeof path, "/proc/self/stat");
+/* Reads the stat line of a process's main thread. Returns 1 with the state
+ * letter, start time and thread count, 0 if there is no such process, -1
+ * if it cannot be told. The task path, not /proc/PID/stat, because an
+ * emulator such as qemu-user rewrites the latter for its guest; a main
+ * thread that called pthread_exit() shows as a zombie while its other
+ * threads run on, hence the thread count. */
+static int proc_stat(int64_t pid, char *state, int64_t *start,
+                     int64_t *threads) {
+  char path[96], buf[1024];
+  snprintf(path, sizeof path, "/proc/%lld/task/%lld/stat", (long long)pid,
+           (long long)pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return errno == ENOENT || errno == ESRCH ? 0 : -1;
@@ -50,6 +54,8 @@ static int proc_stat(int64_t pid, char *state, int64_t *start) {
     p = strchr(p + 1, ' ');
     if (!p)
       return -1;
+    if (field == 19) /* p is now before field 20 */
+      *threads = strtoll(p + 1, NULL, 10);
   }
   char *end;
   long long v = strtoll(p + 1, &end, 10);
@@ -72,10 +78,14 @@ void idem__self_init(idem__self *self) {
     }
   }
   struct stat sb;
-  char state;
-  int64_t start;
-  if (stat("/proc/self/ns/pid", &sb) == 0 &&
-      proc_stat(0, &state, &start) == 1) {
+  char state, link[32];
+  int64_t start, threads;
+  ssize_t ln = readlink("/proc/self", link, sizeof link - 1);
+  if (ln > 0)
+    link[ln] = '\0';
+  if (ln > 0 && strtoll(link, NULL, 10) == (long long)getpid() &&
+      stat("/proc/self/ns/pid", &sb) == 0 &&
+      proc_stat(getpid(), &state, &start, &threads) == 1) {
     self->pid = getpid();
     self->pidns = (int64_t)sb.st_ino;
     self->start = start;
@@ -89,13 +99,13 @@ bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
   if (pid == self->pid)
     return start != self->start;
   char state;
-  int64_t now_start;
-  int r = proc_stat(pid, &state, &now_start);
+  int64_t now_start, threads = 0;
+  int r = proc_stat(pid, &state, &now_start, &threads);
   if (r == 0)
     return true;
   if (r < 0)
     return false;
-  return state == 'Z' || state == 'X' || now_start != start;
+  return (state == 'Z' && threads <= 1) || state == 'X' || now_start != start;
 }
 
 void idem__uuid_format(const unsigned char uuid[16], char out[37]) {

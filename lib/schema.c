@@ -51,9 +51,10 @@ static const char create_sql[] =
     " updated_at INTEGER NOT NULL,"
     " expires_at INTEGER,"
     " history TEXT) WITHOUT ROWID;"
-    /* Purge walks terminal rows in expiry order without a scan. */
+    /* Purge walks the completed and failed rows in expiry order, and
+     * counts them for the storage caps, without a scan of the table. */
     "CREATE INDEX IF NOT EXISTS idem_keys_expiry ON idem_keys (expires_at)"
-    " WHERE expires_at IS NOT NULL;";
+    " WHERE state IN (2, 3);";
 
 int idem__schema_version(void) {
   return SCHEMA_VERSION;
@@ -140,6 +141,12 @@ int idem__schema_configure(sqlite3 *conn, int synchronous, bool readonly,
     return rc;
   if (!wal)
     return SQLITE_CANTOPEN; /* e.g. a VFS without shared memory */
+  /* The WAL is cut back to this size after a checkpoint, so one burst of
+   * writes does not keep its disk space for good. */
+  rc = sqlite3_exec(conn, "PRAGMA journal_size_limit = 8388608", NULL, NULL,
+                    NULL);
+  if (rc != SQLITE_OK)
+    return rc;
   return sqlite3_exec(conn,
                       synchronous == IDEM_SYNC_FULL
                           ? "PRAGMA synchronous = FULL"

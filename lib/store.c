@@ -41,6 +41,9 @@ enum {
   S_DELETE_STATE,
   S_RAISE_FLOOR_PURGE,
   S_PURGE,
+  S_TERMINAL_TOTALS,
+  S_EVICT_EXPIRING,
+  S_EVICT_FOREVER,
   S_COUNT_STATES,
   S_COUNT_LEASED,
   S_COUNT_EXPIRED,
@@ -63,9 +66,15 @@ enum {
   "'started', ?10)"
 #define CLOSE_OPEN(now, why)                                                   \
   "(CASE WHEN json_array_length(history) > 0 AND "                             \
-  "json_extract(history, '$[#-1].outcome') IS NULL THEN json_set(history, "    \
-  "'$[#-1].outcome', 'expired', '$[#-1].ended', " now                          \
-  ", '$[#-1].message', " why ") ELSE coalesce(history, '[]') END)"
+  "json_extract(history, '$[#-1].outcome') IS NULL THEN json_set(" KEPT        \
+  ", '$[#-1].outcome', 'expired', '$[#-1].ended', " now                        \
+  ", '$[#-1].message', " why ") ELSE coalesce(" KEPT ", '[]') END)"
+/* A key without an attempt limit could be claimed without end: its
+ * history keeps the last HISTORY_MAX attempts. */
+#define HISTORY_MAX "64"
+#define KEPT                                                                   \
+  "(CASE WHEN json_array_length(history) >= " HISTORY_MAX                      \
+  " THEN json_remove(history, '$[0]') ELSE history END)"
 
 static const char *const sql_text[S_NSTMT] = {
     [S_BEGIN_READ] = "BEGIN",
@@ -143,6 +152,14 @@ static const char *const sql_text[S_NSTMT] = {
     [S_PURGE] = "DELETE FROM idem_keys WHERE key IN (SELECT key FROM "
                 "idem_keys WHERE expires_at <= ?1 AND state IN (2, 3) "
                 "ORDER BY expires_at LIMIT ?2)",
+    [S_TERMINAL_TOTALS] = "SELECT count(*), coalesce(sum(length(result)), 0) "
+                          "FROM idem_keys WHERE state IN (2, 3)",
+    [S_EVICT_EXPIRING] = "SELECT key, length(result) FROM idem_keys "
+                         "WHERE state IN (2, 3) AND expires_at IS NOT NULL "
+                         "ORDER BY expires_at",
+    [S_EVICT_FOREVER] = "SELECT key, length(result) FROM idem_keys "
+                        "WHERE state IN (2, 3) AND expires_at IS NULL "
+                        "ORDER BY updated_at",
     [S_COUNT_STATES] = "SELECT state, count(*) FROM idem_keys GROUP BY state",
     [S_COUNT_LEASED] =
         "SELECT count(*) FROM idem_keys WHERE state = 1 AND owner IS NOT NULL "
@@ -579,6 +596,50 @@ int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
     return rc;
   *count = (uint64_t)changed;
   return SQLITE_OK;
+}
+
+int idem__terminal_totals(idem__store *st, uint64_t *rows, uint64_t *bytes) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_TERMINAL_TOTALS, &s);
+  if (rc)
+    return rc;
+  rc = sqlite3_step(s);
+  *rows = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+  *bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 1) : 0;
+  sqlite3_reset(s);
+  return rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int idem__rows_evictable(idem__store *st,
+                         int (*fn)(void *ctx, const void *key, size_t key_len,
+                                   uint64_t bytes),
+                         void *ctx) {
+  static const int order[] = {S_EVICT_EXPIRING, S_EVICT_FOREVER};
+  int rc = SQLITE_OK, stop = 0;
+  for (int i = 0; i < 2 && !stop && rc == SQLITE_OK; i++) {
+    sqlite3_stmt *s;
+    if ((rc = stmt(st, order[i], &s)))
+      break;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const void *key = sqlite3_column_blob(s, 0);
+      stop = fn(ctx, key ? key : "", (size_t)sqlite3_column_bytes(s, 0),
+                (uint64_t)sqlite3_column_int64(s, 1));
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+      rc = SQLITE_OK;
+  }
+  return rc;
+}
+
+void idem__store_compact(idem__store *st) {
+  /* Both are best effort: free pages go back to the file system only in a
+   * database created with auto_vacuum, and a checkpoint stops short of
+   * readers still using old pages. */
+  idem__row_done(st);
+  (void)sqlite3_exec(st->conn, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
+  (void)sqlite3_wal_checkpoint_v2(st->conn, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
 }
 
 int idem__rows_scan(idem__store *st, int state, const void *after,

@@ -137,6 +137,17 @@ int idem__rows_scan(idem__store *st, int state, const void *after,
                     int (*fn)(void *ctx, const void *key, size_t key_len,
                               const idem__row *row),
                     void *ctx);
+/* The number of completed and failed rows and their stored bytes. */
+int idem__terminal_totals(idem__store *st, uint64_t *rows, uint64_t *bytes);
+/* Calls fn with the completed and failed rows in the order the storage
+ * caps evict them: the soonest end of retention first, then the rows kept
+ * forever, oldest first, until fn returns non-zero. */
+int idem__rows_evictable(idem__store *st,
+                         int (*fn)(void *ctx, const void *key, size_t key_len,
+                                   uint64_t bytes),
+                         void *ctx);
+/* Gives free pages back to the file system and checkpoints the WAL. */
+void idem__store_compact(idem__store *st);
 int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
                      const unsigned char *boot, idem_stats *out);
 
