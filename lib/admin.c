@@ -220,17 +220,18 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
 
 /* Runs one deleting statement in a write transaction. */
 static int delete_tx(idem_db *db, const char *what, const void *key,
-                     size_t key_len, int state, unsigned batch,
-                     int64_t purge_before, uint64_t *count) {
+                     size_t key_len, int state, idem__cursor *purge,
+                     unsigned batch, uint64_t *count) {
   int rc = idem__tx_write(db->store);
   int changed = 0;
   if (rc == 0) {
     if (key)
       rc = idem__row_delete(db->store, key, key_len, &changed);
-    else if (state >= 0)
+    else if (!purge)
       rc = idem__rows_delete_state(db->store, state, count);
     else
-      rc = idem__rows_purge(db->store, purge_before, batch, count);
+      rc = idem__rows_purge(db->store, idem__now(db, IDEM_CLOCK_WALL), batch,
+                            purge, count);
   }
   if (rc == 0)
     rc = idem__tx_commit(db->store);
@@ -257,7 +258,7 @@ int idem_reset(idem_db *db, const void *key, size_t key_len) {
   if (!code)
     code = check_writable(db);
   if (!code)
-    code = delete_tx(db, "reset", key, key_len, -1, 0, 0, &n);
+    code = delete_tx(db, "reset", key, key_len, -1, NULL, 0, &n);
   if (!code && n == 0)
     code = idem__error(db, IDEM_ENOTFOUND, "no such key");
   idem__unlock(db);
@@ -276,7 +277,7 @@ int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
     code =
         idem__error(db, IDEM_EINVAL, "state %d is not a stored state", state);
   if (!code)
-    code = delete_tx(db, "reset", NULL, 0, state, 0, 0, &n);
+    code = delete_tx(db, "reset", NULL, 0, state, NULL, 0, &n);
   idem__unlock(db);
   if (count_out)
     *count_out = n;
@@ -356,9 +357,10 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
     return IDEM_EINVAL;
   uint64_t total = 0;
   int code = IDEM_OK;
+  idem__cursor cur = {NULL, 0, false};
   /* The lock is let go between batches so that begin calls of other
    * threads are not held up by a long purge. */
-  for (;;) {
+  while (!cur.done && (!limit || total < limit)) {
     idem__lock(db);
     uint64_t n = 0;
     unsigned batch = PURGE_BATCH;
@@ -366,13 +368,13 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
       batch = (unsigned)(limit - total);
     code = check_writable(db);
     if (!code)
-      code = delete_tx(db, "purge", NULL, 0, -1, batch,
-                       idem__now(db, IDEM_CLOCK_WALL), &n);
+      code = delete_tx(db, "purge", NULL, 0, -1, &cur, batch, &n);
     idem__unlock(db);
     total += n;
-    if (code || n < batch || (limit && total >= limit))
+    if (code)
       break;
   }
+  free(cur.key);
   bool capped = db->opt.max_rows || db->opt.max_bytes;
   uint64_t evicted = 0;
   for (uint64_t n = PURGE_BATCH; !code && capped && n == PURGE_BATCH;) {

@@ -36,6 +36,8 @@ typedef struct idem__self {
   int64_t pid;
   int64_t pidns;
   int64_t start;
+  unsigned char owner_base[16]; /* a UUID from libuuid, one per handle */
+  _Atomic uint64_t owners;      /* lease owners made from it so far */
 } idem__self;
 
 struct idem_db {
@@ -94,6 +96,8 @@ struct idem_lease {
 int64_t idem__now(const idem_db *db, int which);
 int64_t idem__monotonic_ms(void);
 void idem__self_init(idem__self *self);
+/* A new owner id: unique per lease, without a call into libuuid. */
+void idem__owner_next(idem__self *self, unsigned char out[16]);
 /* Whether the process that wrote a lease is known to be gone: it ran in
  * this PID namespace and its pid now names no process, a zombie, or a
  * process started at another time. False whenever it cannot be told. */

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 
 void idem_answer_clear(idem_answer *out) {
   if (!out)
@@ -196,7 +195,7 @@ static int claim(idem_db *db, const void *key, size_t key_len,
   const char *closing = closing_reason(row, now, why, sizeof why);
   uint64_t fence;
   int rc = next_fence(db, row, &fence);
-  uuid_generate(l->owner);
+  idem__owner_next(&db->self, l->owner);
   idem__uuid_format(l->owner, owner_text);
   idem__claim c = {
       .attempts = d->attempts,

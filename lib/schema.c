@@ -50,11 +50,7 @@ static const char create_sql[] =
     " created_at INTEGER NOT NULL,"
     " updated_at INTEGER NOT NULL,"
     " expires_at INTEGER,"
-    " history TEXT) WITHOUT ROWID;"
-    /* Purge walks the completed and failed rows in expiry order, and
-     * counts them for the storage caps, without a scan of the table. */
-    "CREATE INDEX IF NOT EXISTS idem_keys_expiry ON idem_keys (expires_at)"
-    " WHERE state IN (2, 3);";
+    " history TEXT) WITHOUT ROWID;";
 
 int idem__schema_version(void) {
   return SCHEMA_VERSION;

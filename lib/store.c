@@ -39,6 +39,7 @@ enum {
   S_DELETE,
   S_RAISE_FLOOR_STATE,
   S_DELETE_STATE,
+  S_PURGE_LAST,
   S_RAISE_FLOOR_PURGE,
   S_PURGE,
   S_TERMINAL_TOTALS,
@@ -144,14 +145,20 @@ static const char *const sql_text[S_NSTMT] = {
         "UPDATE idem_meta SET value = max(value, (SELECT coalesce(max(fence), "
         "0) FROM idem_keys WHERE state = ?1)) WHERE name = 'fence_floor'",
     [S_DELETE_STATE] = "DELETE FROM idem_keys WHERE state = ?1",
+    /* Purge walks the table in key order, one range of rows per
+     * transaction. The completed and failed rows have no index of their own:
+     * it would add a page to every completion's commit, where a purge
+     * reads the table once per call. */
+    [S_PURGE_LAST] =
+        "SELECT max(key), count(*) FROM (SELECT key FROM idem_keys "
+        "WHERE key > ?1 AND state IN (2, 3) AND expires_at <= ?2 "
+        "ORDER BY key LIMIT ?3)",
     [S_RAISE_FLOOR_PURGE] =
-        "UPDATE idem_meta SET value = max(value, (SELECT coalesce(max(fence), "
-        "0) FROM (SELECT fence FROM idem_keys WHERE expires_at <= ?1 "
-        "AND state IN (2, 3) ORDER BY expires_at LIMIT ?2))) "
-        "WHERE name = 'fence_floor'",
-    [S_PURGE] = "DELETE FROM idem_keys WHERE key IN (SELECT key FROM "
-                "idem_keys WHERE expires_at <= ?1 AND state IN (2, 3) "
-                "ORDER BY expires_at LIMIT ?2)",
+        "UPDATE idem_meta SET value = max(value, coalesce((SELECT max(fence) "
+        "FROM idem_keys WHERE key > ?1 AND key <= ?2 AND state IN (2, 3) "
+        "AND expires_at <= ?3), 0)) WHERE name = 'fence_floor'",
+    [S_PURGE] = "DELETE FROM idem_keys WHERE key > ?1 AND key <= ?2 "
+                "AND state IN (2, 3) AND expires_at <= ?3",
     [S_TERMINAL_TOTALS] = "SELECT count(*), coalesce(sum(length(result)), 0) "
                           "FROM idem_keys WHERE state IN (2, 3)",
     [S_EVICT_EXPIRING] = "SELECT key, length(result) FROM idem_keys "
@@ -583,17 +590,49 @@ int idem__rows_delete_state(idem__store *st, int state, uint64_t *count) {
 }
 
 int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
-                     uint64_t *count) {
+                     idem__cursor *cur, uint64_t *count) {
   sqlite3_stmt *s;
-  int rc = stmt(st, S_RAISE_FLOOR_PURGE, &s);
-  if (rc || (rc = sqlite3_bind_int64(s, 1, now)) ||
-      (rc = sqlite3_bind_int(s, 2, (int)batch)) || (rc = run(s)))
+  *count = 0;
+  const void *after = cur->key ? cur->key : "";
+  int rc = stmt(st, S_PURGE_LAST, &s);
+  if (rc || (rc = bind_blob(s, 1, after, cur->len)) ||
+      (rc = sqlite3_bind_int64(s, 2, now)) ||
+      (rc = sqlite3_bind_int(s, 3, (int)batch)))
     return rc;
-  int changed;
-  if ((rc = stmt(st, S_PURGE, &s)) || (rc = sqlite3_bind_int64(s, 1, now)) ||
-      (rc = sqlite3_bind_int(s, 2, (int)batch)) ||
-      (rc = run_fenced(st, s, &changed)))
+  rc = sqlite3_step(s);
+  int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 1) : 0;
+  void *last = NULL;
+  size_t last_len = 0;
+  if (rc == SQLITE_ROW && n > 0) {
+    last_len = (size_t)sqlite3_column_bytes(s, 0);
+    if ((last = malloc(last_len + 1)))
+      memcpy(last, sqlite3_column_blob(s, 0), last_len);
+  }
+  sqlite3_reset(s);
+  if (rc != SQLITE_ROW)
     return rc;
+  if (n == 0) {
+    cur->done = true;
+    return SQLITE_OK;
+  }
+  if (!last)
+    return SQLITE_NOMEM;
+  int changed = 0;
+  if ((rc = stmt(st, S_RAISE_FLOOR_PURGE, &s)) ||
+      (rc = bind_blob(s, 1, after, cur->len)) ||
+      (rc = bind_blob(s, 2, last, last_len)) ||
+      (rc = sqlite3_bind_int64(s, 3, now)) || (rc = run(s)) ||
+      (rc = stmt(st, S_PURGE, &s)) || (rc = bind_blob(s, 1, after, cur->len)) ||
+      (rc = bind_blob(s, 2, last, last_len)) ||
+      (rc = sqlite3_bind_int64(s, 3, now)) ||
+      (rc = run_fenced(st, s, &changed))) {
+    free(last);
+    return rc;
+  }
+  free(cur->key);
+  cur->key = last;
+  cur->len = last_len;
+  cur->done = n < (int64_t)batch;
   *count = (uint64_t)changed;
   return SQLITE_OK;
 }

@@ -127,8 +127,16 @@ int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,
 int idem__row_delete(idem__store *st, const void *key, size_t key_len,
                      int *changed);
 int idem__rows_delete_state(idem__store *st, int state, uint64_t *count);
+/* Deletes up to `batch` completed and failed rows past retention (`now`),
+ * in key order after the cursor, which it then moves on; cur->done once
+ * the table is through. The cursor's key is freed by the caller. */
+typedef struct idem__cursor {
+  void *key;
+  size_t len;
+  bool done;
+} idem__cursor;
 int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
-                     uint64_t *count);
+                     idem__cursor *cur, uint64_t *count);
 
 /* Calls fn for up to limit rows after `after` in key order, inside the
  * caller's transaction; fn's row borrows from the store. */
