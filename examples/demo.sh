@@ -8,32 +8,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # make and libc6-dev are only recommended by cmake and gcc, so a system that
-# skips recommends would lack them: name them too.
-packages="cmake make gcc libc6-dev libsqlite3-dev uuid-dev pkg-config"
-
+# skips recommends would lack them: name them too. .ci/deps installs only
+# what is missing, with apt-get.
 if command -v dpkg >/dev/null 2>&1; then
-  missing=""
-  for p in $packages; do
-    dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' ||
-      missing="$missing $p"
-  done
-  if [ -n "$missing" ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-      if ! command -v sudo >/dev/null 2>&1; then
-        echo "demo.sh: run as root to install:$missing" >&2
-        exit 1
-      fi
-      sudo=sudo
-    fi
-    echo "== Installing:$missing"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    # shellcheck disable=SC2086 # one word per package
-    $sudo env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -q --no-install-recommends $missing
-  fi
+  bash .ci/deps cmake make gcc libc6-dev libsqlite3-dev uuid-dev pkg-config
 else
-  echo "== Not a Debian system: make sure these are installed: $packages"
+  echo "== Not a Debian system: make sure cmake, gcc, SQLite 3 and libuuid" \
+    "development files are installed"
 fi
 
 # The test suites need cmocka, which the demo does not: leave them out of a
