@@ -270,15 +270,22 @@ static idem_db *handle_new(void) {
   return db;
 }
 
-int idem_open(idem_db **out, const char *path, const idem_options *opts) {
+/* The start both opening calls share: a handle in *out, even when what
+ * follows fails, so that idem_errmsg() can say why. */
+static int handle_start(idem_db **out, const idem_options *opts) {
   if (!out)
     return IDEM_EINVAL;
   idem_db *db = *out = handle_new();
   if (!db)
     return IDEM_ENOMEM;
-  int code = take_options(db, opts);
+  return take_options(db, opts);
+}
+
+int idem_open(idem_db **out, const char *path, const idem_options *opts) {
+  int code = handle_start(out, opts);
   if (code)
     return code;
+  idem_db *db = *out;
   if (!path || !*path)
     return idem__error(db, IDEM_EINVAL, "path is NULL or empty");
   if (!(db->path = strdup(path)))
@@ -297,14 +304,10 @@ int idem_open(idem_db **out, const char *path, const idem_options *opts) {
 }
 
 int idem_open_db(idem_db **out, sqlite3 *conn, const idem_options *opts) {
-  if (!out)
-    return IDEM_EINVAL;
-  idem_db *db = *out = handle_new();
-  if (!db)
-    return IDEM_ENOMEM;
-  int code = take_options(db, opts);
+  int code = handle_start(out, opts);
   if (code)
     return code;
+  idem_db *db = *out;
   const char *file = conn ? sqlite3_db_filename(conn, "main") : NULL;
   if (!file || !*file)
     return idem__error(db, IDEM_EINVAL,
