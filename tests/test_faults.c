@@ -1,214 +1,33 @@
 /*
  * test_faults.c - storage failures injected under the library.
  *
- * A VFS shim ("idemfault") wraps SQLite's default VFS and, once armed,
- * fails the Nth write or sync and every one after it (a disk that filled
- * up or went bad) until disarmed. The database is opened through an SQLite
- * URI naming the shim, as idem.h allows. Each test loops N upward over one
- * operation and checks, for every N, that the answer is one idem.h
- * documents, that the handle works again once the fault is gone, that the
- * file passes PRAGMA integrity_check, and that the key is either untouched
- * or finished with exactly the right result, never something in between.
+ * The "idemfault" VFS shim (faultvfs.h) wraps SQLite's default VFS and,
+ * once armed, fails the Nth write or sync: that one only (a transient
+ * error), or it and every one after it (a disk that filled up or went
+ * bad) until disarmed. The database is opened through an SQLite URI naming
+ * the shim, as idem.h allows.
+ *
+ * The crash-point sweep: for every call that writes (open, begin,
+ * complete, fail, release, heartbeat, purge, reset), N runs 0, 1, ... until
+ * the call gets through without reaching its Nth write or sync, with
+ * SQLITE_IOERR and SQLITE_FULL, transient and lasting, under synchronous
+ * NORMAL and FULL. For every N the answer must be one idem.h documents for
+ * that call, the file must pass PRAGMA integrity_check, the key must be
+ * either untouched or finished exactly as asked, and calling again once
+ * the fault is gone must converge: succeed, or report the state the first
+ * call left.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "faultvfs.h"
 #include "testutil.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sqlite3.h>
-
-/* --- The shim ------------------------------------------------------------ */
-
-static sqlite3_vfs *base_vfs;
-static sqlite3_vfs fault_vfs;
-static atomic_int countdown = -1; /* writes/syncs left before failing */
-static atomic_int fired;          /* a fault was injected since armed */
-static atomic_int fault_rc = SQLITE_IOERR_WRITE;
-
-static void arm(int n, int rc) {
-  atomic_store(&fault_rc, rc);
-  atomic_store(&fired, 0);
-  atomic_store(&countdown, n);
-}
-
-static void disarm(void) {
-  atomic_store(&countdown, -1);
-}
-
-/* Whether this write or sync fails. */
-static int should_fail(void) {
-  int n = atomic_load(&countdown);
-  if (n < 0)
-    return 0;
-  if (n == 0) {
-    atomic_store(&fired, 1);
-    return 1;
-  }
-  atomic_store(&countdown, n - 1);
-  return 0;
-}
-
-typedef struct fault_file {
-  sqlite3_file base;
-  sqlite3_file *real; /* allocated right after this struct */
-} fault_file;
-
-#define REAL(f) (((fault_file *)(f))->real)
-
-static int f_close(sqlite3_file *f) {
-  return REAL(f)->pMethods->xClose(REAL(f));
-}
-static int f_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off) {
-  return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
-}
-static int f_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off) {
-  if (should_fail())
-    return atomic_load(&fault_rc);
-  return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
-}
-static int f_truncate(sqlite3_file *f, sqlite3_int64 size) {
-  return REAL(f)->pMethods->xTruncate(REAL(f), size);
-}
-static int f_sync(sqlite3_file *f, int flags) {
-  if (should_fail())
-    return atomic_load(&fault_rc) == SQLITE_FULL ? SQLITE_FULL
-                                                 : SQLITE_IOERR_FSYNC;
-  return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-static int f_file_size(sqlite3_file *f, sqlite3_int64 *size) {
-  return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-static int f_lock(sqlite3_file *f, int level) {
-  return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-static int f_unlock(sqlite3_file *f, int level) {
-  return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-static int f_check_reserved(sqlite3_file *f, int *out) {
-  return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-static int f_file_control(sqlite3_file *f, int op, void *arg) {
-  return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-}
-static int f_sector_size(sqlite3_file *f) {
-  return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-static int f_device_chars(sqlite3_file *f) {
-  return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-static int f_shm_map(sqlite3_file *f, int pg, int pgsz, int extend,
-                     void volatile **pp) {
-  return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, pp);
-}
-static int f_shm_lock(sqlite3_file *f, int offset, int n, int flags) {
-  return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-static void f_shm_barrier(sqlite3_file *f) {
-  REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-static int f_shm_unmap(sqlite3_file *f, int del) {
-  return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
-}
-static int f_fetch(sqlite3_file *f, sqlite3_int64 off, int amt, void **pp) {
-  return REAL(f)->pMethods->xFetch(REAL(f), off, amt, pp);
-}
-static int f_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p) {
-  return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
-}
-
-static const sqlite3_io_methods fault_methods = {
-    3,
-    f_close,
-    f_read,
-    f_write,
-    f_truncate,
-    f_sync,
-    f_file_size,
-    f_lock,
-    f_unlock,
-    f_check_reserved,
-    f_file_control,
-    f_sector_size,
-    f_device_chars,
-    f_shm_map,
-    f_shm_lock,
-    f_shm_barrier,
-    f_shm_unmap,
-    f_fetch,
-    f_unfetch,
-};
-
-static int f_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file,
-                  int flags, int *out_flags) {
-  (void)vfs;
-  fault_file *ff = (fault_file *)file;
-  ff->real = (sqlite3_file *)&ff[1];
-  int rc = base_vfs->xOpen(base_vfs, name, ff->real, flags, out_flags);
-  /* Only a file the real VFS opened gets methods (and so an xClose). */
-  file->pMethods = ff->real->pMethods != NULL ? &fault_methods : NULL;
-  return rc;
-}
-
-static int f_delete(sqlite3_vfs *vfs, const char *name, int sync_dir) {
-  (void)vfs;
-  return base_vfs->xDelete(base_vfs, name, sync_dir);
-}
-static int f_access(sqlite3_vfs *vfs, const char *name, int flags, int *out) {
-  (void)vfs;
-  return base_vfs->xAccess(base_vfs, name, flags, out);
-}
-static int f_full_pathname(sqlite3_vfs *vfs, const char *name, int n,
-                           char *out) {
-  (void)vfs;
-  return base_vfs->xFullPathname(base_vfs, name, n, out);
-}
-static int f_randomness(sqlite3_vfs *vfs, int n, char *out) {
-  (void)vfs;
-  return base_vfs->xRandomness(base_vfs, n, out);
-}
-static int f_sleep(sqlite3_vfs *vfs, int us) {
-  (void)vfs;
-  return base_vfs->xSleep(base_vfs, us);
-}
-static int f_current_time(sqlite3_vfs *vfs, double *out) {
-  (void)vfs;
-  return base_vfs->xCurrentTime(base_vfs, out);
-}
-static int f_last_error(sqlite3_vfs *vfs, int n, char *out) {
-  (void)vfs;
-  return base_vfs->xGetLastError(base_vfs, n, out);
-}
-static int f_current_time64(sqlite3_vfs *vfs, sqlite3_int64 *out) {
-  (void)vfs;
-  return base_vfs->xCurrentTimeInt64(base_vfs, out);
-}
-
-static int register_fault_vfs(void **state) {
-  (void)state;
-  base_vfs = sqlite3_vfs_find(NULL);
-  if (base_vfs == NULL)
-    return -1;
-  memset(&fault_vfs, 0, sizeof fault_vfs);
-  fault_vfs.iVersion = 2;
-  fault_vfs.szOsFile = (int)sizeof(fault_file) + base_vfs->szOsFile;
-  fault_vfs.mxPathname = base_vfs->mxPathname;
-  fault_vfs.zName = "idemfault";
-  fault_vfs.xOpen = f_open;
-  fault_vfs.xDelete = f_delete;
-  fault_vfs.xAccess = f_access;
-  fault_vfs.xFullPathname = f_full_pathname;
-  fault_vfs.xRandomness = f_randomness;
-  fault_vfs.xSleep = f_sleep;
-  fault_vfs.xCurrentTime = f_current_time;
-  fault_vfs.xGetLastError = f_last_error;
-  fault_vfs.xCurrentTimeInt64 = f_current_time64;
-  return sqlite3_vfs_register(&fault_vfs, 0) == SQLITE_OK ? 0 : -1;
-}
 
 /* --- Helpers -------------------------------------------------------------- */
 
@@ -216,17 +35,40 @@ static tu_fx *fx_of(void **state) {
   return *state;
 }
 
+/* The case being swept, for messages. */
+typedef struct sweep_case {
+  const char *op;
+  int n;
+  int fault;
+  int synchronous;
+  int mode;
+} sweep_case;
+
+#define CASE_FMT "%s, fault %s at write/sync %d (%s, synchronous %s)"
+#define CASE_ARGS(c)                                                           \
+  (c)->op, (c)->fault == SQLITE_FULL ? "SQLITE_FULL" : "SQLITE_IOERR", (c)->n, \
+      (c)->mode == FV_ONCE ? "once" : "lasting",                               \
+      (c)->synchronous == IDEM_SYNC_FULL ? "FULL" : "NORMAL"
+
 /* Opens the fixture's file through the shim. */
 static idem_db *open_faulty(tu_fx *fx, int synchronous) {
-  char uri[4200];
-  snprintf(uri, sizeof uri, "file:%s?vfs=idemfault", fx->path);
+  char *uri = fv_uri(fx->path);
+  assert_non_null(uri);
   idem_options o = fx->opts;
   o.synchronous = synchronous;
   o.busy_timeout_ms = 200;
   idem_db *db = NULL;
   int rc = tu_open(&db, uri, &o);
+  free(uri);
   if (rc != IDEM_OK)
     fail_msg("open through the shim: %s", idem_errstr(rc));
+  return db;
+}
+
+/* Reopens the file directly, without the shim. */
+static idem_db *reopen_plain(tu_fx *fx) {
+  idem_db *db = NULL;
+  assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
   return db;
 }
 
@@ -247,130 +89,393 @@ static void assert_integrity(const char *path) {
   sqlite3_close(c);
 }
 
-/* The storage errors a call may report for an injected fault. */
-static int is_storage_error(int rc) {
-  return rc == IDEM_EIO || rc == IDEM_EFULL;
+/* An injected fault must come back as the storage error it was: a full
+ * disk as IDEM_EFULL, anything else as IDEM_EIO. `unknown_ok` admits
+ * IDEM_EUNKNOWN, which only complete and fail may answer. */
+static void assert_fault_code(const sweep_case *c, int rc, int unknown_ok) {
+  int want = c->fault == SQLITE_FULL ? IDEM_EFULL : IDEM_EIO;
+  if (rc == want || (unknown_ok && rc == IDEM_EUNKNOWN))
+    return;
+  fail_msg(CASE_FMT ": answered %s (%d)", CASE_ARGS(c), idem_errstr(rc), rc);
+}
+
+/* The row of `key` on an open handle: its state, or IDEM_STATE_ABSENT. */
+static int state_of(idem_db *db, const char *key, idem_record *out) {
+  idem_record r = IDEM_RECORD_INIT;
+  int rc = tu_get(db, key, &r);
+  int state = rc == IDEM_ENOTFOUND ? IDEM_STATE_ABSENT : r.state;
+  if (rc != IDEM_OK && rc != IDEM_ENOTFOUND)
+    fail_msg("get %s: %s", key, idem_errstr(rc));
+  if (out)
+    *out = r;
+  else
+    idem_record_clear(&r);
+  return state;
+}
+
+typedef void (*step_fn)(tu_fx *fx, const sweep_case *c);
+
+static void fresh_dir(tu_fx *fx) {
+  tu_rmtree(fx->dir);
+  free(fx->dir);
+  fx->dir = tu_tmpdir();
+  assert_non_null(fx->dir);
+  free(fx->path);
+  fx->path = tu_path(fx->dir, "idem.db");
 }
 
 /* Sweeps N = 0, 1, ... until the operation runs without reaching its Nth
- * write; `step` runs the operation on a fresh database with the fault
- * armed at N and checks its outcome. */
-typedef void (*sweep_fn)(tu_fx *fx, int n, int fault, int synchronous);
-
-static void sweep(tu_fx *fx, sweep_fn step, int fault, int synchronous) {
-  int n;
-  for (n = 0; n < 500; n++) {
-    tu_rmtree(fx->dir);
-    free(fx->dir);
-    fx->dir = tu_tmpdir();
-    assert_non_null(fx->dir);
-    free(fx->path);
-    fx->path = tu_path(fx->dir, "idem.db");
-    step(fx, n, fault, synchronous);
-    if (!atomic_load(&fired))
-      break; /* the operation needed fewer than n + 1 writes */
+ * write or sync; `step` runs the operation on a fresh database with the
+ * fault armed at N and checks its outcome. Returns the number of fault
+ * points. */
+static int sweep(tu_fx *fx, const char *op, step_fn step, int fault,
+                 int synchronous, int mode) {
+  sweep_case c = {op, 0, fault, synchronous, mode};
+  for (c.n = 0; c.n < 500; c.n++) {
+    fresh_dir(fx);
+    step(fx, &c);
+    if (!fv_fired())
+      break; /* the operation needed fewer than n + 1 writes and syncs */
   }
-  assert_true(n > 0); /* at least one fault was injected */
-  assert_true(n < 500);
+  assert_true(c.n > 0); /* at least one fault was injected */
+  assert_true(c.n < 500);
+  return c.n;
+}
+
+/* Every combination: both fault codes, transient and lasting, both
+ * durability settings. */
+static void sweep_all(tu_fx *fx, const char *op, step_fn step) {
+  static const int faults[] = {SQLITE_IOERR_WRITE, SQLITE_FULL};
+  static const int syncs[] = {IDEM_SYNC_NORMAL, IDEM_SYNC_FULL};
+  static const int modes[] = {FV_STICKY, FV_ONCE};
+  int points = 0;
+  for (int f = 0; f < 2; f++)
+    for (int s = 0; s < 2; s++)
+      for (int m = 0; m < 2; m++)
+        points += sweep(fx, op, step, faults[f], syncs[s], modes[m]);
+  print_message("%s: %d fault points swept\n", op, points);
 }
 
 /* --- Steps ---------------------------------------------------------------- */
 
-/* begin under a fault: either a documented storage error that changed
- * nothing (the key stays absent and claimable as attempt 1 once the disk
- * is back), or a claim that really is in the file. */
-static void step_begin(tu_fx *fx, int n, int fault, int synchronous) {
-  idem_db *db = open_faulty(fx, synchronous);
-  idem_answer a = IDEM_ANSWER_INIT;
-  arm(n, fault);
-  int rc = tu_begin(db, "k", &a);
-  disarm();
-  if (rc == IDEM_CLAIMED) {
-    assert_int_equal(idem_complete(a.lease, "R", 1), IDEM_OK);
-    idem_lease_free(a.lease);
-  } else {
-    if (!is_storage_error(rc))
-      fail_msg("fault at write %d: begin answered %s", n, idem_errstr(rc));
-    if (fault == SQLITE_FULL)
-      assert_int_equal(rc, IDEM_EFULL);
-    assert_null(a.lease);
-    assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
-    assert_int_equal(a.attempts, 1);
-    assert_int_equal(idem_complete(a.lease, "R", 1), IDEM_OK);
-    idem_lease_free(a.lease);
+static int hot_journal_refusals;
+
+/* open of a new file under a fault: a storage error, and the next open
+ * creates the database as if nothing had happened. */
+static void step_open(tu_fx *fx, const sweep_case *c) {
+  char *uri = fv_uri(fx->path);
+  assert_non_null(uri);
+  idem_options o = fx->opts;
+  o.synchronous = c->synchronous;
+  idem_db *db = NULL;
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = idem_open(&db, uri, &o);
+  fv_disarm();
+  if (rc != IDEM_OK) {
+    assert_fault_code(c, rc, 0);
+    assert_true(strlen(idem_errmsg(db)) > 0);
+    assert_int_equal(idem_close(db), IDEM_OK);
+    db = NULL;
+    rc = idem_open(&db, uri, &o);
+    if (rc != IDEM_OK) {
+      /* Known library bug: the failed open left the hot journal of its
+       * switch to WAL, and the next open's read-only probe cannot roll it
+       * back, so it answers IDEM_EREADONLY on a writable file. Any other
+       * refusal is a new failure. A read-write connection rolls the
+       * journal back; from there the file must be sound. */
+      char *journal = tu_suffix(fx->path, "-journal");
+      int hot = tu_exists(journal);
+      free(journal);
+      if (rc != IDEM_EREADONLY || !hot)
+        fail_msg(CASE_FMT ": the open after it answered %s: %s", CASE_ARGS(c),
+                 idem_errstr(rc), idem_errmsg(db));
+      hot_journal_refusals++;
+      assert_int_equal(idem_close(db), IDEM_OK);
+      db = NULL;
+      assert_int_equal(tu_sql(fx->path, "SELECT count(*) FROM sqlite_master"), SQLITE_OK);
+      assert_int_equal(tu_open(&db, uri, &o), IDEM_OK);
+    }
   }
-  idem_answer_clear(&a);
+  free(uri);
+  tu_claim_complete(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
   assert_integrity(fx->path);
-  db = NULL;
-  assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
+  db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-/* complete under a fault: IDEM_OK (stored), a storage error (nothing
- * stored, the lease still held: calling again succeeds) or IDEM_EUNKNOWN
- * (calling again with the same result returns IDEM_OK). In every case the
- * key ends completed with exactly the result given, once. */
-static void step_complete(tu_fx *fx, int n, int fault, int synchronous) {
-  idem_db *db = open_faulty(fx, synchronous);
+/* begin under a fault: either a documented storage error that changed
+ * nothing (the key stays absent and claimable as attempt 1 once the disk
+ * is back), or a claim that really is in the file. */
+static void step_begin(tu_fx *fx, const sweep_case *c) {
+  idem_db *db = open_faulty(fx, c->synchronous);
+  idem_answer a = IDEM_ANSWER_INIT;
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = tu_begin(db, "k", &a);
+  fv_disarm();
+  if (rc != IDEM_CLAIMED) {
+    assert_fault_code(c, rc, 0);
+    assert_null(a.lease);
+    assert_int_equal(state_of(db, "k", NULL), IDEM_STATE_ABSENT);
+    assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  }
+  assert_int_equal(a.attempts, 1);
+  assert_int_equal(idem_complete(a.lease, "R", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
+  assert_int_equal(idem_close(db), IDEM_OK);
+  assert_integrity(fx->path);
+  db = reopen_plain(fx);
+  tu_assert_completed(db, "k", "R");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+/* complete or fail under a fault: IDEM_OK (stored), a storage error
+ * (nothing stored, the lease still held: calling again succeeds) or
+ * IDEM_EUNKNOWN (calling again with the same result returns IDEM_OK). In
+ * every case the key ends finished with exactly the result given, once. */
+static void step_finish(tu_fx *fx, const sweep_case *c, int failing) {
+  idem_db *db = open_faulty(fx, c->synchronous);
   idem_lease *l = tu_claim(db, "k");
   uint64_t fence = idem_lease_fence(l);
-  arm(n, fault);
-  int rc = idem_complete(l, "RESULT", 6);
-  disarm();
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = failing ? idem_fail(l, 42, "BAD", 3) : idem_complete(l, "RESULT", 6);
+  fv_disarm();
   if (rc != IDEM_OK) {
-    if (rc != IDEM_EUNKNOWN && !is_storage_error(rc))
-      fail_msg("fault at write %d: complete answered %s", n, idem_errstr(rc));
-    if (rc != IDEM_EUNKNOWN) {
-      idem_record r = IDEM_RECORD_INIT;
-      assert_int_equal(tu_get(db, "k", &r), IDEM_OK);
-      assert_int_equal(r.state, IDEM_STATE_PENDING);
-      idem_record_clear(&r);
-    }
+    assert_fault_code(c, rc, 1);
+    if (rc != IDEM_EUNKNOWN)
+      assert_int_equal(state_of(db, "k", NULL), IDEM_STATE_PENDING);
     assert_int_equal(idem_lease_lost(l), 0);
-    rc = idem_complete(l, "RESULT", 6);
+    rc = failing ? idem_fail(l, 42, "BAD", 3) : idem_complete(l, "RESULT", 6);
     if (rc != IDEM_OK)
-      fail_msg("fault at write %d: the second complete answered %s", n,
+      fail_msg(CASE_FMT ": calling again answered %s", CASE_ARGS(c),
                idem_errstr(rc));
   }
+  /* A third call finds the lease finished: the retry did not leave it
+   * half done. */
+  assert_int_equal(idem_complete(l, "RESULT", 6), IDEM_EMISUSE);
   idem_lease_free(l);
   assert_int_equal(idem_close(db), IDEM_OK);
   assert_integrity(fx->path);
-  db = NULL;
-  assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
+  db = reopen_plain(fx);
   idem_answer a = IDEM_ANSWER_INIT;
-  assert_int_equal(tu_begin(db, "k", &a), IDEM_COMPLETED);
-  assert_int_equal(a.result_len, 6);
-  assert_memory_equal(a.result, "RESULT", 6);
+  assert_int_equal(tu_begin(db, "k", &a),
+                   failing ? IDEM_FAILED : IDEM_COMPLETED);
+  if (failing) {
+    assert_int_equal(a.code, 42);
+    assert_int_equal(a.result_len, 3);
+    assert_memory_equal(a.result, "BAD", 3);
+  } else {
+    assert_int_equal(a.result_len, 6);
+    assert_memory_equal(a.result, "RESULT", 6);
+  }
   assert_int_equal(a.attempts, 1);
   assert_int_equal(a.fence, fence);
   idem_answer_clear(&a);
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
+static void step_complete(tu_fx *fx, const sweep_case *c) {
+  step_finish(fx, c, 0);
+}
+
+static void step_fail(tu_fx *fx, const sweep_case *c) {
+  step_finish(fx, c, 1);
+}
+
+/* release under a fault: IDEM_OK, or a storage error that left the lease
+ * held (calling again releases it). Either way the key ends pending and
+ * claimable at once as attempt 2. */
+static void step_release(tu_fx *fx, const sweep_case *c) {
+  idem_db *db = open_faulty(fx, c->synchronous);
+  idem_lease *l = tu_claim(db, "k");
+  uint64_t fence = idem_lease_fence(l);
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = idem_release(l, "try later");
+  fv_disarm();
+  if (rc != IDEM_OK) {
+    assert_fault_code(c, rc, 0);
+    idem_record r;
+    assert_int_equal(state_of(db, "k", &r), IDEM_STATE_PENDING);
+    assert_true(r.owner[0] != '\0'); /* still held */
+    idem_record_clear(&r);
+    assert_int_equal(idem_lease_lost(l), 0);
+    rc = idem_release(l, "try later");
+    if (rc != IDEM_OK)
+      fail_msg(CASE_FMT ": calling again answered %s", CASE_ARGS(c),
+               idem_errstr(rc));
+  }
+  idem_lease_free(l);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  assert_int_equal(a.attempts, 2);
+  assert_true(a.fence > fence);
+  assert_int_equal(idem_complete(a.lease, "R", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
+  assert_int_equal(idem_close(db), IDEM_OK);
+  assert_integrity(fx->path);
+  db = reopen_plain(fx);
+  tu_assert_completed(db, "k", "R");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+/* heartbeat under a fault: IDEM_OK, or a storage error that moved no
+ * deadline and lost no lease; the next heartbeat pushes the deadline to a
+ * full TTL, and the lease still completes. */
+static void step_heartbeat(tu_fx *fx, const sweep_case *c) {
+  idem_db *db = open_faulty(fx, c->synchronous);
+  idem_lease *l = tu_claim(db, "k");
+  tu_clock_advance(&fx->clock, 4000);
+  unsigned lost = 99;
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = idem_heartbeat(db, &lost);
+  fv_disarm();
+  idem_record r;
+  if (rc != IDEM_OK) {
+    assert_fault_code(c, rc, 0);
+    assert_int_equal(state_of(db, "k", &r), IDEM_STATE_PENDING);
+    assert_int_equal(r.lease_ms, fx->opts.ttl_ms - 4000);
+    idem_record_clear(&r);
+    rc = idem_heartbeat(db, &lost);
+    if (rc != IDEM_OK)
+      fail_msg(CASE_FMT ": calling again answered %s", CASE_ARGS(c),
+               idem_errstr(rc));
+  }
+  assert_int_equal(lost, 0);
+  assert_int_equal(idem_lease_lost(l), 0);
+  assert_int_equal(state_of(db, "k", &r), IDEM_STATE_PENDING);
+  assert_int_equal(r.lease_ms, fx->opts.ttl_ms);
+  idem_record_clear(&r);
+  assert_int_equal(idem_complete(l, "R", 1), IDEM_OK);
+  idem_lease_free(l);
+  assert_int_equal(idem_close(db), IDEM_OK);
+  assert_integrity(fx->path);
+  db = reopen_plain(fx);
+  tu_assert_completed(db, "k", "R");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+/* purge under a fault, with three expired rows, one within retention and
+ * a pending one: IDEM_OK, or a storage error that deleted nothing; the
+ * next purge deletes exactly the expired rows and never the others. */
+static void step_purge(tu_fx *fx, const sweep_case *c) {
+  fx->opts.retention_ms = 60000;
+  idem_db *db = open_faulty(fx, c->synchronous);
+  static const char *const expired[] = {"e1", "e2", "e3"};
+  for (int i = 0; i < 3; i++)
+    tu_claim_complete(db, expired[i], "old");
+  idem_lease *l = tu_claim(db, "pending");
+  tu_clock_step_wall(&fx->clock, 61000);
+  tu_claim_complete(db, "fresh", "new");
+  uint64_t first = 0, again = 0;
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = idem_purge(db, 0, &first);
+  fv_disarm();
+  int failed = rc != IDEM_OK;
+  if (failed) {
+    assert_fault_code(c, rc, 0);
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(state_of(db, expired[i], NULL), IDEM_STATE_COMPLETED);
+    rc = idem_purge(db, 0, &again);
+    if (rc != IDEM_OK)
+      fail_msg(CASE_FMT ": calling again answered %s", CASE_ARGS(c),
+               idem_errstr(rc));
+  }
+  /* On an error the count is not trusted: the library counts the rows of
+   * a batch whose commit then failed (reported as a bug). */
+  assert_int_equal(failed ? again : first, 3);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(state_of(db, expired[i], NULL), IDEM_STATE_ABSENT);
+  assert_int_equal(state_of(db, "pending", NULL), IDEM_STATE_PENDING);
+  tu_assert_completed(db, "fresh", "new");
+  assert_int_equal(idem_complete(l, "R", 1), IDEM_OK);
+  idem_lease_free(l);
+  assert_int_equal(idem_close(db), IDEM_OK);
+  assert_integrity(fx->path);
+  db = reopen_plain(fx);
+  tu_assert_completed(db, "pending", "R");
+  tu_assert_completed(db, "fresh", "new");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+/* reset of a held key under a fault: IDEM_OK, or a storage error that left
+ * the row and its holder as they were; calling again resets it (or finds
+ * it gone, had the first call landed). Then the holder's completion is
+ * refused and the key starts again at attempt 1 with a higher fence. */
+static void step_reset(tu_fx *fx, const sweep_case *c) {
+  idem_db *db = open_faulty(fx, c->synchronous);
+  idem_lease *l = tu_claim(db, "k");
+  uint64_t fence = idem_lease_fence(l);
+  fv_arm(c->n, c->fault, c->mode);
+  int rc = idem_reset(db, "k", 1);
+  fv_disarm();
+  if (rc != IDEM_OK) {
+    assert_fault_code(c, rc, 0);
+    idem_record r;
+    assert_int_equal(state_of(db, "k", &r), IDEM_STATE_PENDING);
+    assert_int_equal(r.fence, fence);
+    idem_record_clear(&r);
+    rc = idem_reset(db, "k", 1);
+    if (rc != IDEM_OK && rc != IDEM_ENOTFOUND)
+      fail_msg(CASE_FMT ": calling again answered %s", CASE_ARGS(c),
+               idem_errstr(rc));
+  }
+  assert_int_equal(state_of(db, "k", NULL), IDEM_STATE_ABSENT);
+  assert_int_equal(idem_complete(l, "STALE", 5), IDEM_ELEASELOST);
+  idem_lease_free(l);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db, "k", &a), IDEM_CLAIMED);
+  assert_int_equal(a.attempts, 1);
+  assert_true(a.fence > fence);
+  assert_int_equal(idem_complete(a.lease, "R", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
+  assert_int_equal(idem_close(db), IDEM_OK);
+  assert_integrity(fx->path);
+  db = reopen_plain(fx);
+  tu_assert_completed(db, "k", "R");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
 /* --- Tests ---------------------------------------------------------------- */
 
-/* A failing write under begin never leaves a half claim (I/O error). */
-static void test_begin_io_error(void **state) {
-  sweep(fx_of(state), step_begin, SQLITE_IOERR_WRITE, IDEM_SYNC_NORMAL);
+static void test_open_sweep(void **state) {
+  hot_journal_refusals = 0;
+  sweep_all(fx_of(state), "open", step_open);
+  if (hot_journal_refusals)
+    print_message("open: KNOWN BUG: %d failed creation(s) left a hot journal "
+                  "that made the next idem_open answer IDEM_EREADONLY\n",
+                  hot_journal_refusals);
 }
 
-/* A full disk under begin is reported as IDEM_EFULL, its own code. */
-static void test_begin_disk_full(void **state) {
-  sweep(fx_of(state), step_begin, SQLITE_FULL, IDEM_SYNC_FULL);
+static void test_begin_sweep(void **state) {
+  sweep_all(fx_of(state), "begin", step_begin);
 }
 
-/* A failing write or sync under complete: the outcome is always either
- * stored or retryable, as documented (synchronous NORMAL and FULL). */
-static void test_complete_io_error(void **state) {
-  sweep(fx_of(state), step_complete, SQLITE_IOERR_WRITE, IDEM_SYNC_NORMAL);
-  sweep(fx_of(state), step_complete, SQLITE_IOERR_WRITE, IDEM_SYNC_FULL);
+static void test_complete_sweep(void **state) {
+  sweep_all(fx_of(state), "complete", step_complete);
 }
 
-/* The same with a full disk. */
-static void test_complete_disk_full(void **state) {
-  sweep(fx_of(state), step_complete, SQLITE_FULL, IDEM_SYNC_FULL);
+static void test_fail_sweep(void **state) {
+  sweep_all(fx_of(state), "fail", step_fail);
+}
+
+static void test_release_sweep(void **state) {
+  sweep_all(fx_of(state), "release", step_release);
+}
+
+static void test_heartbeat_sweep(void **state) {
+  sweep_all(fx_of(state), "heartbeat", step_heartbeat);
+}
+
+static void test_purge_sweep(void **state) {
+  sweep_all(fx_of(state), "purge", step_purge);
+}
+
+static void test_reset_sweep(void **state) {
+  sweep_all(fx_of(state), "reset", step_reset);
 }
 
 /* A handle whose write failed keeps working for other keys right after
@@ -380,10 +485,10 @@ static void test_handle_recovers(void **state) {
   idem_db *db = open_faulty(fx, IDEM_SYNC_NORMAL);
   tu_claim_complete(db, "before", "b");
   idem_answer a = IDEM_ANSWER_INIT;
-  arm(0, SQLITE_IOERR_WRITE);
+  fv_arm(0, SQLITE_IOERR_WRITE, FV_STICKY);
   int rc = tu_begin(db, "k", &a);
-  disarm();
-  assert_true(is_storage_error(rc));
+  fv_disarm();
+  assert_int_equal(rc, IDEM_EIO);
   assert_true(strlen(idem_errmsg(db)) > 0);
   idem_stats st = tu_stats(db);
   assert_true(st.storage_errors >= 1);
@@ -398,13 +503,18 @@ static void test_handle_recovers(void **state) {
   assert_integrity(fx->path);
 }
 
+static int setup_group(void **state) {
+  (void)state;
+  return fv_register();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_begin_io_error),    T(test_begin_disk_full),
-      T(test_complete_io_error), T(test_complete_disk_full),
-      T(test_handle_recovers),
+      T(test_open_sweep),  T(test_begin_sweep),   T(test_complete_sweep),
+      T(test_fail_sweep),  T(test_release_sweep), T(test_heartbeat_sweep),
+      T(test_purge_sweep), T(test_reset_sweep),   T(test_handle_recovers),
   };
-  return cmocka_run_group_tests(tests, register_fault_vfs, NULL);
+  return cmocka_run_group_tests(tests, setup_group, NULL);
 }
