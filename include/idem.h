@@ -589,9 +589,9 @@ typedef int (*idem_attempt_fn)(void *ctx, const idem_attempt *a);
 /* Reports every attempt of `key` since it was last created: who held it,
  * when, and how each attempt ended, so an operator can see why a key was
  * poisoned. The history lives in the key's row and goes with it (reset,
- * purge). *count_out (may be NULL) gets the number reported. Returns
- * IDEM_OK, IDEM_ENOTFOUND, IDEM_EINVAL, IDEM_ETOOBIG or a storage error.
- * Thread-safe. */
+ * purge); it keeps the last 16 attempts. *count_out (may be NULL) gets the
+ * number reported. Returns IDEM_OK, IDEM_ENOTFOUND, IDEM_EINVAL, IDEM_ETOOBIG
+ * or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_history(idem_db *db, const void *key, size_t key_len,
                              idem_attempt_fn fn, void *ctx,
                              unsigned *count_out);

@@ -72,7 +72,7 @@ enum {
   ", '$[#-1].message', " why ") ELSE coalesce(" KEPT ", '[]') END)"
 /* A key without an attempt limit could be claimed without end: its
  * history keeps the last HISTORY_MAX attempts. */
-#define HISTORY_MAX "64"
+#define HISTORY_MAX "16"
 #define KEPT                                                                   \
   "(CASE WHEN json_array_length(history) >= " HISTORY_MAX                      \
   " THEN json_remove(history, '$[0]') ELSE history END)"
