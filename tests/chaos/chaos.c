@@ -183,13 +183,14 @@ struct worker {
   char name[32];
 };
 
+/* The worker's own seed comes from the driver's sequence, so the whole
+ * run follows from the one logged seed. */
 static void start_worker(struct worker *w, int i, const struct run *r,
-                         unsigned seed, int64_t until) {
+                         int64_t until) {
   char wseed[32], wuntil[32];
   snprintf(w->name, sizeof w->name, "w%d-g%d", i, w->gen);
   snprintf(wseed, sizeof wseed, "%lu", (unsigned long)random());
   snprintf(wuntil, sizeof wuntil, "%" PRId64, until);
-  (void)seed;
   w->pid = spawn(NULL, NULL, "chaos", r->db, r->hist, w->name, wseed, wuntil,
                  (const char *)NULL);
 }
@@ -200,7 +201,7 @@ static int crash_seed(unsigned seed, int64_t chaos_ms, struct run *r) {
   struct worker w[NWORKERS];
   for (int i = 0; i < NWORKERS; i++) {
     w[i].gen = 0;
-    start_worker(&w[i], i, r, seed, until);
+    start_worker(&w[i], i, r, until);
     CHECK(w[i].pid > 0, "fork: %s", strerror(errno));
   }
   int kills = 0;
@@ -219,7 +220,7 @@ static int crash_seed(unsigned seed, int64_t chaos_ms, struct run *r) {
     rec_signal("kill", w[i].name, w[i].pid);
     kills++;
     w[i].gen++;
-    start_worker(&w[i], i, r, seed, until);
+    start_worker(&w[i], i, r, until);
     CHECK(w[i].pid > 0, "fork: %s", strerror(errno));
   }
   for (int i = 0; i < NWORKERS; i++)
@@ -368,7 +369,9 @@ static int stale(struct run *r) {
         h.outcome[1]);
   /* The holder came back and was refused: its attempt reads as lost, not
    * as a lease that merely ran out. */
-  CHECK(h.outcome[0] == IDEM_OUTCOME_LOST, "attempt 1 outcome %d (lost is %d)",
+  CHECK(h.outcome[0] == IDEM_OUTCOME_LOST,
+        "attempt 1 ended with outcome %d, not lost (%d), though its holder "
+        "came back and its heartbeat, complete, release and fail were refused",
         h.outcome[0], IDEM_OUTCOME_LOST);
   return 0;
 }

@@ -45,7 +45,7 @@ static atomic_uint lost_by_main;
  * the lease; a worker holds one lease at a time. */
 static atomic_int held_key = -1;
 
-static void die(int code, const char *what) {
+static _Noreturn void die(int code, const char *what) {
   fprintf(stderr, "chaos_worker %ld: %s\n", (long)getpid(), what);
   exit(code);
 }
