@@ -280,6 +280,255 @@ static void test_heartbeat_thread_reports_lost(void **state) {
   assert_int_equal(idem_close(holder), IDEM_OK);
 }
 
+/* --- Short leases: takeovers under load ---------------------------------
+ * Threads claim, heartbeat and complete keys whose leases last 20 ms of a
+ * fake clock that a clock thread moves about 2 ms every 100 us of real
+ * time, so leases run out all the time: each handle's heartbeat thread,
+ * the holders' own idem_heartbeat() calls, begins that take expired keys
+ * over and completions of overtaken holders all race. Every third claim
+ * pauses with the clock jumping past its TTL, so takeovers surely happen.
+ * From what the threads saw, after they are joined:
+ *  - no fence was granted twice for a key;
+ *  - each key was completed exactly once, by the holder of its highest
+ *    fence (a completion under any older fence would have overwritten a
+ *    newer holder's claim);
+ *  - every claim but the completing one ended in IDEM_ELEASELOST, with
+ *    idem_lease_lost() set: each extra run of a job is a lost lease;
+ *  - every thread saw the one stored result. */
+
+#define ST_THREADS 8
+#define ST_KEYS 20
+#define ST_TTL 20
+#define ST_MAX_CLAIMS 4096
+
+struct st_key {
+  pthread_mutex_t mu;
+  uint64_t fences[ST_MAX_CLAIMS]; /* granted, in the order seen */
+  unsigned nclaims;
+  unsigned nlost;
+  unsigned ncompleted;
+  uint64_t completed_fence;
+  char result[RESULT_MAX];
+};
+
+struct st_shared {
+  idem_db *dbs[ST_THREADS];
+  int ndb;
+  tu_clock clock;
+  atomic_int stop_clock;
+  atomic_int error;
+  pthread_barrier_t start;
+  struct st_key keys[ST_KEYS];
+  char seen[ST_THREADS][ST_KEYS][RESULT_MAX];
+};
+
+struct st_worker {
+  struct st_shared *sh;
+  int t;
+};
+
+static void st_error(struct st_shared *sh, int line, int rc) {
+  int expected = 0;
+  atomic_compare_exchange_strong(&sh->error, &expected,
+                                 line * 256 + (rc < 0 ? -rc : rc));
+}
+
+static void *st_clock_main(void *arg) {
+  struct st_shared *sh = arg;
+  while (!atomic_load(&sh->stop_clock)) {
+    tu_clock_advance(&sh->clock, 2);
+    sleep_us(100);
+  }
+  return NULL;
+}
+
+/* The job: a few slices of work with a heartbeat between them; or, on
+ * every third claim, a pause as a suspended or descheduled process makes
+ * one: the clock jumps past the TTL again and again with no heartbeat
+ * from this thread, until the lease is found lost or 20 ms have passed. A
+ * heartbeat of another thread on the same handle refreshes this lease too,
+ * so the jumps are what lets a begin in between take it over. */
+static void st_work(struct st_worker *w, idem_db *db, idem_lease *l,
+                    unsigned nth) {
+  if (nth % 3 == 2) {
+    for (int i = 0; i < 100 && !idem_lease_lost(l); i++) {
+      tu_clock_advance(&w->sh->clock, 2 * ST_TTL);
+      sleep_us(200);
+    }
+    return;
+  }
+  for (int i = 0; i < 4 && !idem_lease_lost(l); i++) {
+    sleep_us(150);
+    unsigned lost = 0;
+    int rc = idem_heartbeat(db, &lost);
+    if (rc != IDEM_OK)
+      st_error(w->sh, __LINE__, rc);
+  }
+}
+
+static void st_claimed(struct st_worker *w, idem_db *db, int k, idem_answer *a,
+                       unsigned *nth) {
+  struct st_key *key = &w->sh->keys[k];
+  idem_lease *l = a->lease;
+  uint64_t fence = a->fence;
+  pthread_mutex_lock(&key->mu);
+  if (key->nclaims < ST_MAX_CLAIMS)
+    key->fences[key->nclaims] = fence;
+  key->nclaims++;
+  pthread_mutex_unlock(&key->mu);
+
+  st_work(w, db, l, (*nth)++);
+  char result[RESULT_MAX];
+  snprintf(result, sizeof result, "key %d fence %llu thread %d", k,
+           (unsigned long long)fence, w->t);
+  int rc = idem_complete(l, result, strlen(result));
+  pthread_mutex_lock(&key->mu);
+  if (rc == IDEM_OK) {
+    key->ncompleted++;
+    key->completed_fence = fence;
+    memcpy(key->result, result, sizeof result);
+  } else if (rc == IDEM_ELEASELOST) {
+    key->nlost++;
+    if (!idem_lease_lost(l))
+      st_error(w->sh, __LINE__, rc);
+  } else {
+    st_error(w->sh, __LINE__, rc);
+  }
+  pthread_mutex_unlock(&key->mu);
+  idem_lease_free(l);
+}
+
+static void *st_worker_main(void *arg) {
+  struct st_worker *w = arg;
+  struct st_shared *sh = w->sh;
+  idem_db *db = sh->dbs[w->t % sh->ndb];
+  unsigned nth = (unsigned)w->t; /* threads stall on different claims */
+  pthread_barrier_wait(&sh->start);
+  for (int j = 0; j < ST_KEYS; j++) {
+    int k = (j + w->t * 3) % ST_KEYS;
+    char key[16];
+    snprintf(key, sizeof key, "short-%02d", k);
+    idem_answer a = IDEM_ANSWER_INIT;
+    for (long tries = 0;; tries++) {
+      idem_answer_clear(&a);
+      int rc = idem_begin(db, key, strlen(key), NULL, &a);
+      if (rc == IDEM_COMPLETED) {
+        if (a.result_len >= RESULT_MAX)
+          st_error(sh, __LINE__, rc);
+        else
+          memcpy(sh->seen[w->t][k], a.result, a.result_len + 1);
+        break;
+      }
+      if (rc == IDEM_CLAIMED) {
+        st_claimed(w, db, k, &a, &nth);
+        a.lease = NULL;
+      } else if (rc == IDEM_BUSY && tries < 200000) {
+        sleep_us(50);
+      } else {
+        st_error(sh, __LINE__, rc);
+        break;
+      }
+    }
+    idem_answer_clear(&a);
+  }
+  return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void run_short_ttl(tu_fx *fx, int ndb) {
+  struct st_shared *sh = calloc(1, sizeof *sh);
+  assert_non_null(sh);
+  tu_clock_init(&sh->clock);
+  atomic_init(&sh->stop_clock, 0);
+  atomic_init(&sh->error, 0);
+  idem_options o = tu_options(&sh->clock);
+  o.ttl_ms = ST_TTL;
+  o.heartbeat_ms = 3; /* real ms: the thread refreshes on the fake clock */
+  o.max_attempts = 0; /* takeovers must never poison a key here */
+  for (int i = 0; i < ndb; i++)
+    assert_int_equal(tu_open(&sh->dbs[i], fx->path, &o), IDEM_OK);
+  sh->ndb = ndb;
+  for (int k = 0; k < ST_KEYS; k++)
+    assert_int_equal(pthread_mutex_init(&sh->keys[k].mu, NULL), 0);
+  assert_int_equal(pthread_barrier_init(&sh->start, NULL, ST_THREADS), 0);
+
+  pthread_t clock_th, th[ST_THREADS];
+  struct st_worker w[ST_THREADS];
+  assert_int_equal(pthread_create(&clock_th, NULL, st_clock_main, sh), 0);
+  for (int t = 0; t < ST_THREADS; t++) {
+    w[t].sh = sh;
+    w[t].t = t;
+    assert_int_equal(pthread_create(&th[t], NULL, st_worker_main, &w[t]), 0);
+  }
+  for (int t = 0; t < ST_THREADS; t++)
+    assert_int_equal(pthread_join(th[t], NULL), 0);
+  atomic_store(&sh->stop_clock, 1);
+  assert_int_equal(pthread_join(clock_th, NULL), 0);
+  pthread_barrier_destroy(&sh->start);
+
+  int err = atomic_load(&sh->error);
+  if (err != 0)
+    fail_msg("a worker got %s at line %d", idem_errstr(-(err % 256)),
+             err / 256);
+  unsigned takeovers = 0;
+  for (int k = 0; k < ST_KEYS; k++) {
+    struct st_key *key = &sh->keys[k];
+    assert_true(key->nclaims <= ST_MAX_CLAIMS);
+    if (key->ncompleted != 1)
+      fail_msg("short-%02d: completed %u times", k, key->ncompleted);
+    if (key->nclaims != 1 + key->nlost)
+      fail_msg("short-%02d: %u claims, but %u lost leases besides the "
+               "completion",
+               k, key->nclaims, key->nlost);
+    qsort(key->fences, key->nclaims, sizeof key->fences[0], cmp_u64);
+    for (unsigned i = 1; i < key->nclaims; i++)
+      if (key->fences[i] == key->fences[i - 1])
+        fail_msg("short-%02d: fence %llu granted twice", k,
+                 (unsigned long long)key->fences[i]);
+    uint64_t top = key->fences[key->nclaims - 1];
+    if (key->completed_fence != top)
+      fail_msg("short-%02d: completed under fence %llu, but fence %llu was "
+               "granted",
+               k, (unsigned long long)key->completed_fence,
+               (unsigned long long)top);
+    for (int t = 0; t < ST_THREADS; t++)
+      if (strcmp(sh->seen[t][k], key->result) != 0)
+        fail_msg("short-%02d: thread %d saw \"%s\", stored \"%s\"", k, t,
+                 sh->seen[t][k], key->result);
+    char name[16];
+    snprintf(name, sizeof name, "short-%02d", k);
+    tu_assert_completed(sh->dbs[0], name, key->result);
+    idem_record r = IDEM_RECORD_INIT;
+    assert_int_equal(tu_get(sh->dbs[0], name, &r), IDEM_OK);
+    assert_int_equal(r.fence, top);
+    assert_int_equal(r.attempts, key->nclaims);
+    idem_record_clear(&r);
+    takeovers += key->nlost;
+    pthread_mutex_destroy(&key->mu);
+  }
+  /* The pauses must have caused takeovers, or nothing above was tested. */
+  print_message("%d handle(s): %u lease(s) taken over\n", ndb, takeovers);
+  if (takeovers == 0)
+    fail_msg("no lease was ever taken over");
+  for (int i = 0; i < ndb; i++)
+    assert_int_equal(idem_close(sh->dbs[i]), IDEM_OK);
+  free(sh);
+}
+
+/* Eight threads on one handle, short leases. */
+static void test_short_ttl_one_handle(void **state) {
+  run_short_ttl(fx_of(state), 1);
+}
+
+/* Eight threads on eight handles, short leases. */
+static void test_short_ttl_many_handles(void **state) {
+  run_short_ttl(fx_of(state), ST_THREADS);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
 
 int main(void) {
@@ -290,6 +539,8 @@ int main(void) {
       T(test_threads_run_four_handles),
       T(test_heartbeat_thread_keeps_lease),
       T(test_heartbeat_thread_reports_lost),
+      T(test_short_ttl_one_handle),
+      T(test_short_ttl_many_handles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

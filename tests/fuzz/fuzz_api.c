@@ -585,16 +585,23 @@ static void step_get(world *w, input *in) {
         present ? "present" : "absent", w->k[ki].state);
 }
 
+/* idem.h: idem_history() "keeps the last 16 attempts". */
+#define HISTORY_KEPT 16u
+
 struct hist {
   unsigned n;
+  uint32_t first; /* attempt number of the first entry */
   uint64_t last_fence;
 };
 
 static int on_attempt(void *ctx, const idem_attempt *a) {
   struct hist *h = ctx;
+  if (h->n == 0)
+    h->first = a->attempt;
+  CHECK(a->attempt == h->first + h->n,
+        "history: attempt %" PRIu32 " at position %u after %" PRIu32,
+        a->attempt, h->n, h->first);
   h->n++;
-  CHECK(a->attempt == h->n, "history: attempt %" PRIu32 " at position %u",
-        a->attempt, h->n);
   if (a->outcome != IDEM_OUTCOME_POISONED) {
     CHECK(a->fence > h->last_fence, "history: fence %" PRIu64 " after %" PRIu64,
           a->fence, h->last_fence);
@@ -606,7 +613,7 @@ static int on_attempt(void *ctx, const idem_attempt *a) {
 static void step_history(world *w, input *in) {
   int ki = next(in) % NKEYS;
   mkey *k = &w->k[ki];
-  struct hist h = {0, 0};
+  struct hist h = {0, 0, 0};
   unsigned count = 9999;
   int rc = idem_history(w->db[0], keys[ki].bytes, keys[ki].len, on_attempt, &h,
                         &count);
@@ -615,16 +622,18 @@ static void step_history(world *w, input *in) {
     return;
   }
   CHECK_RC(rc, IDEM_OK, "idem_history");
-  /* Within the 64 kept, one entry per claim, plus the refused one of a
-   * poisoning. */
-  if (k->attempts < 60) {
-    unsigned want = k->attempts + (k->state == IDEM_STATE_POISONED ? 1u : 0u);
-    CHECK(count == want && h.n == want, "history of %u attempts, expected %u",
-          count, want);
-    CHECK(h.last_fence == k->fence,
-          "history ends at fence %" PRIu64 ", the row has %" PRIu64,
-          h.last_fence, k->fence);
-  }
+  /* One entry per claim, plus the refused one of a poisoning; the last
+   * HISTORY_KEPT of them, ending with the newest. */
+  unsigned total = k->attempts + (k->state == IDEM_STATE_POISONED ? 1u : 0u);
+  unsigned want = total < HISTORY_KEPT ? total : HISTORY_KEPT;
+  CHECK(count == want && h.n == want, "history of %u attempts, expected %u",
+        count, want);
+  CHECK(h.first + h.n - 1 == total,
+        "history ends at attempt %" PRIu32 ", expected %u", h.first + h.n - 1,
+        total);
+  CHECK(h.last_fence == k->fence,
+        "history ends at fence %" PRIu64 ", the row has %" PRIu64, h.last_fence,
+        k->fence);
 }
 
 static void step_reset(world *w, input *in) {
