@@ -47,6 +47,10 @@ static int refresh(idem_db *db, idem__store *st, idem_lease **ls, size_t n,
       lost[i] =
           rc == 0 && (row.state == IDEM_STATE_ABSENT || row.fence != l->fence);
       idem__row_done(st);
+      /* The holder is back and learns it lost the key: its attempt's
+       * history says so, as when a fenced call is the first to find out. */
+      if (lost[i] && !idem_lease_lost(l))
+        rc = idem__row_mark_lost(st, l->key, l->key_len, l->fence);
     }
   }
   if (rc == 0)
