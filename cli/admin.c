@@ -158,21 +158,31 @@ int cli_cmd_get(int argc, char **argv) {
   if ((ex = open_admin(&db, o.db, 1)) != 0)
     return ex;
   idem_record rec = IDEM_RECORD_INIT;
+  cli_history hist = {NULL, 0, 0, 0};
   int rc = idem_get(db, o.key, o.key_len, &rec);
+  /* Gathered whole before anything is printed, so that a failure part way
+   * leaves no half a document on stdout. A key reset between the two reads
+   * is gone by now, and reported so. */
+  if (rc >= 0 && !o.output)
+    rc = idem_history(db, o.key, o.key_len, cli_history_add, &hist, NULL);
   if (rc == IDEM_ENOTFOUND) {
     no_such_key(&o);
     ex = CLI_EXIT_NOTFOUND;
   } else if (rc < 0) {
     ex = cli_db_error(db, o.db, rc, "cannot read");
+  } else if (hist.oom) {
+    cli_error("out of memory");
+    ex = CLI_EXIT_INTERNAL;
   } else if (o.output) {
     if (rec.result_len > 0)
       fwrite(rec.result, 1, rec.result_len, stdout);
   } else if (o.json) {
-    cli_record_json(stdout, &rec, 1);
+    cli_record_json(stdout, &rec, 1, &hist);
     fputc('\n', stdout);
   } else {
-    cli_record_text(stdout, &rec);
+    cli_record_text(stdout, &rec, &hist);
   }
+  cli_history_free(&hist);
   idem_record_clear(&rec);
   idem_close(db);
   return flush_stdout(ex);
@@ -190,7 +200,7 @@ static int list_row(void *ctx, const idem_record *rec) {
   struct list_ctx *c = ctx;
   if (c->json) {
     fputs(c->rows == 0 ? "\n" : ",\n", stdout);
-    cli_record_json(stdout, rec, 0);
+    cli_record_json(stdout, rec, 0, NULL);
   } else {
     cli_record_line(stdout, rec);
   }

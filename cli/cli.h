@@ -105,12 +105,30 @@ void cli_json_string(FILE *f, const void *p, size_t n);
 
 /* --- record.c ---------------------------------------------------------- */
 
-/* A record as "field: value" lines, for `idem get`. */
-void cli_record_text(FILE *f, const idem_record *rec);
+/* A key's attempts, copied out of idem_history(): its callback runs under
+ * the handle's lock and its messages live only as long as the call, so
+ * they are kept here and printed once the history is whole. */
+typedef struct cli_history {
+  idem_attempt *a; /* each message a malloc'ed copy, or NULL */
+  size_t n;
+  size_t cap;
+  int oom; /* a copy failed: the history is incomplete */
+} cli_history;
+
+/* The idem_attempt_fn that fills a cli_history (ctx); stops on no memory. */
+int cli_history_add(void *ctx, const idem_attempt *a);
+void cli_history_free(cli_history *h);
+/* The name of an IDEM_OUTCOME_* value ("running", "released", ...). */
+const char *cli_outcome_name(int outcome);
+
+/* A record as "field: value" lines, for `idem get`, followed by its
+ * history, one line per attempt, when hist is not NULL. */
+void cli_record_text(FILE *f, const idem_record *rec, const cli_history *hist);
 /* A record as one JSON object. With with_output (rows from idem_get()),
  * a completed or failed row also carries its result, as "output" or
- * "output_base64". */
-void cli_record_json(FILE *f, const idem_record *rec, int with_output);
+ * "output_base64"; with hist, its attempts as the array "history". */
+void cli_record_json(FILE *f, const idem_record *rec, int with_output,
+                     const cli_history *hist);
 /* A record as one line, for `idem list`. */
 void cli_record_line(FILE *f, const idem_record *rec);
 

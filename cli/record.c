@@ -1,6 +1,7 @@
 /*
  * record.c - how `idem get` and `idem list` show a stored row: as lines
- * for people, as one tab-separated line for scripts, or as JSON.
+ * for people, as one tab-separated line for scripts, or as JSON; and how
+ * `idem get` shows the key's attempts after it.
  *
  * Kept apart from the subcommands so that get and list show the same
  * fields under the same names.
@@ -33,7 +34,139 @@ static int terminal(const idem_record *rec) {
   return rec->state == IDEM_STATE_COMPLETED || rec->state == IDEM_STATE_FAILED;
 }
 
-void cli_record_text(FILE *f, const idem_record *rec) {
+/* --- History ------------------------------------------------------------ */
+
+int cli_history_add(void *ctx, const idem_attempt *a) {
+  cli_history *h = ctx;
+  if (h->n == h->cap) {
+    size_t cap = h->cap ? h->cap * 2 : 8;
+    idem_attempt *p = realloc(h->a, cap * sizeof *p);
+    if (p == NULL) {
+      h->oom = 1;
+      return 1;
+    }
+    h->a = p;
+    h->cap = cap;
+  }
+  idem_attempt *copy = &h->a[h->n];
+  *copy = *a;
+  copy->message = NULL;
+  if (a->message != NULL && (copy->message = strdup(a->message)) == NULL) {
+    h->oom = 1;
+    return 1;
+  }
+  h->n++;
+  return 0;
+}
+
+void cli_history_free(cli_history *h) {
+  for (size_t i = 0; i < h->n; i++)
+    free((char *)h->a[i].message);
+  free(h->a);
+  memset(h, 0, sizeof *h);
+}
+
+const char *cli_outcome_name(int outcome) {
+  static const char *const names[] = {
+      [IDEM_OUTCOME_RUNNING] = "running",
+      [IDEM_OUTCOME_COMPLETED] = "completed",
+      [IDEM_OUTCOME_RELEASED] = "released",
+      [IDEM_OUTCOME_FAILED] = "failed",
+      [IDEM_OUTCOME_LOST] = "lost",
+      [IDEM_OUTCOME_EXPIRED] = "expired",
+      [IDEM_OUTCOME_POISONED] = "poisoned",
+  };
+  if (outcome < 0 || (size_t)outcome >= sizeof names / sizeof names[0])
+    return "unknown";
+  return names[outcome];
+}
+
+/* Escaped like keys, so that a message with a newline still takes one
+ * line (4 bytes per byte at worst, plus the NUL). */
+#define MESSAGE_TEXT_MAX (IDEM_MAX_REASON * 4 + 1)
+
+static void history_text(FILE *f, const cli_history *h) {
+  if (h->n == 0) {
+    fputs("history: none\n", f);
+    return;
+  }
+  fprintf(f, "history: %zu attempt%s\n", h->n, h->n == 1 ? "" : "s");
+  char msg[MESSAGE_TEXT_MAX];
+  for (size_t i = 0; i < h->n; i++) {
+    const idem_attempt *a = &h->a[i];
+    char started[CLI_TIME_MAX], ended[CLI_TIME_MAX];
+    cli_format_time(a->started_at, started, sizeof started);
+    if (a->ended_at != 0)
+      cli_format_time(a->ended_at, ended, sizeof ended);
+    else
+      snprintf(ended, sizeof ended, "-");
+    fprintf(f, "  %" PRIu32 ": fence ", a->attempt);
+    /* A refused attempt never held a fence, nor had a holder. */
+    if (a->fence != 0)
+      fprintf(f, "%" PRIu64, a->fence);
+    else
+      fputc('-', f);
+    fprintf(f, ", %s", cli_outcome_name(a->outcome));
+    if (a->outcome == IDEM_OUTCOME_FAILED)
+      fprintf(f, " (code %d)", a->code);
+    fprintf(f, ", %s to %s, pid ", started, ended);
+    if (a->pid != 0)
+      fprintf(f, "%" PRId64, a->pid);
+    else
+      fputc('-', f);
+    if (a->message != NULL && a->message[0] != '\0') {
+      cli_key_display(a->message, strlen(a->message), msg, sizeof msg);
+      fprintf(f, ": %s", msg);
+    }
+    fputc('\n', f);
+  }
+}
+
+static void json_time(FILE *f, const char *name, int64_t ms) {
+  char buf[CLI_TIME_MAX];
+  if (ms == 0) {
+    fprintf(f, ",\"%s\":null,\"%s_ms\":null", name, name);
+    return;
+  }
+  cli_format_time(ms, buf, sizeof buf);
+  fprintf(f, ",\"%s\":\"%s\",\"%s_ms\":%" PRId64, name, buf, name, ms);
+}
+
+static void history_json(FILE *f, const cli_history *h) {
+  fputs(",\"history\":[", f);
+  for (size_t i = 0; i < h->n; i++) {
+    const idem_attempt *a = &h->a[i];
+    fprintf(f, "%s{\"attempt\":%" PRIu32, i == 0 ? "" : ",", a->attempt);
+    if (a->fence != 0)
+      fprintf(f, ",\"fence\":%" PRIu64, a->fence);
+    else
+      fputs(",\"fence\":null", f);
+    fprintf(f, ",\"outcome\":\"%s\"", cli_outcome_name(a->outcome));
+    if (a->owner[0] != '\0') {
+      fputs(",\"owner\":", f);
+      cli_json_string(f, a->owner, strnlen(a->owner, sizeof a->owner));
+    } else {
+      fputs(",\"owner\":null", f);
+    }
+    if (a->pid != 0)
+      fprintf(f, ",\"pid\":%" PRId64, a->pid);
+    else
+      fputs(",\"pid\":null", f);
+    json_time(f, "started_at", a->started_at);
+    json_time(f, "ended_at", a->ended_at);
+    fprintf(f, ",\"code\":%d,", a->code);
+    if (a->message != NULL)
+      cli_json_bytes(f, "message", a->message, strlen(a->message));
+    else
+      fputs("\"message\":null", f);
+    fputc('}', f);
+  }
+  fputc(']', f);
+}
+
+/* --- Records ------------------------------------------------------------ */
+
+void cli_record_text(FILE *f, const idem_record *rec, const cli_history *hist) {
   char *key = malloc(KEY_TEXT_MAX);
   if (key != NULL) {
     cli_key_display(rec->key, rec->key_len, key, KEY_TEXT_MAX);
@@ -65,6 +198,8 @@ void cli_record_text(FILE *f, const idem_record *rec) {
     fprintf(f, "code: %d\n", rec->code);
   fprintf(f, "output: %zu bytes\n", rec->result_len);
   fprintf(f, "fingerprint: %s\n", rec->has_fingerprint ? "yes" : "no");
+  if (hist != NULL)
+    history_text(f, hist);
 }
 
 void cli_record_line(FILE *f, const idem_record *rec) {
@@ -79,17 +214,8 @@ void cli_record_line(FILE *f, const idem_record *rec) {
   free(key);
 }
 
-static void json_time(FILE *f, const char *name, int64_t ms) {
-  char buf[CLI_TIME_MAX];
-  if (ms == 0) {
-    fprintf(f, ",\"%s\":null,\"%s_ms\":null", name, name);
-    return;
-  }
-  cli_format_time(ms, buf, sizeof buf);
-  fprintf(f, ",\"%s\":\"%s\",\"%s_ms\":%" PRId64, name, buf, name, ms);
-}
-
-void cli_record_json(FILE *f, const idem_record *rec, int with_output) {
+void cli_record_json(FILE *f, const idem_record *rec, int with_output,
+                     const cli_history *hist) {
   fputc('{', f);
   cli_json_bytes(f, "key", rec->key, rec->key_len);
   fprintf(f, ",\"state\":\"%s\"", cli_state_name(rec->state));
@@ -118,5 +244,7 @@ void cli_record_json(FILE *f, const idem_record *rec, int with_output) {
     cli_json_bytes(f, "output", rec->result != NULL ? rec->result : "",
                    rec->result != NULL ? rec->result_len : 0);
   }
+  if (hist != NULL)
+    history_json(f, hist);
   fputc('}', f);
 }
