@@ -330,6 +330,40 @@ static void test_lost_by_release_and_fail(void **state) {
   seen_clear(&s);
 }
 
+/* The holder may learn of the takeover from its heartbeat before any call
+ * of its own: that is coming back too, and the attempt shows as lost at
+ * once; the refused completion after it changes nothing more. */
+static void test_lost_found_by_heartbeat(void **state) {
+  tu_fx *fx = fx_of(state);
+  seen s = {0};
+  idem_db *db1 = open_with(fx, &fx->opts);
+  claimed c1 = claim_on(fx, db1, "k", 1);
+  tu_clock_advance(&fx->clock, TTL + 1);
+  claimed c2 = claim(fx, "k");
+  history_of(fx->db, "k", &s);
+  assert_int_equal(s.a[0].outcome, IDEM_OUTCOME_EXPIRED);
+  unsigned lost = 0;
+  assert_int_equal(idem_heartbeat(db1, &lost), IDEM_OK);
+  assert_int_equal(lost, 1);
+  assert_true(idem_lease_lost(c1.lease));
+  history_of(fx->db, "k", &s);
+  assert_int_equal(s.n, 2);
+  assert_attempt_of(&s.a[0], &c1);
+  assert_int_equal(s.a[0].outcome, IDEM_OUTCOME_LOST);
+  assert_int_equal(s.a[0].ended_at, c2.at);
+  assert_running(&s.a[1]);
+  assert_int_equal(idem_complete(c1.lease, "stale", 5), IDEM_ELEASELOST);
+  idem_lease_free(c1.lease);
+  history_of(fx->db, "k", &s);
+  assert_int_equal(s.n, 2);
+  assert_int_equal(s.a[0].outcome, IDEM_OUTCOME_LOST);
+  assert_running(&s.a[1]);
+  assert_int_equal(idem_complete(c2.lease, "v", 1), IDEM_OK);
+  idem_lease_free(c2.lease);
+  seen_clear(&s);
+  assert_int_equal(idem_close(db1), IDEM_OK);
+}
+
 /* Stands in for a reboot: the lease in the file carries another boot id. */
 static void test_expired_by_reboot(void **state) {
   tu_fx *fx = fx_of(state);
@@ -880,6 +914,7 @@ int main(void) {
       TO(test_released_with_and_without_reason),
       TO(test_expired_then_lost),
       TO(test_lost_by_release_and_fail),
+      TO(test_lost_found_by_heartbeat),
       TO(test_expired_by_reboot),
       TO(test_expired_by_dead_holder),
       TO(test_poisoned),
