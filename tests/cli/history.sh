@@ -167,6 +167,32 @@ assert [a['outcome'] for a in h] == ['expired', 'completed'], h
 assert h[0]['message'] == 'holder process $HOLDER died', h
 "
 
+# An idem stopped past its TTL is overtaken; continued, it learns so and is
+# refused: its attempt shows as lost.
+"$IDEM" run -t 1 -f fp s sh -c \
+  'touch s.started; while [ ! -f s.go ]; do sleep 0.05; done' \
+  >/dev/null 2>&1 &
+STOPPED=$!
+BG_PIDS="$BG_PIDS $STOPPED"
+wait_for 10 test -f s.started
+kill -STOP "$STOPPED"
+takeover() { "$IDEM" run -f fp s true >/dev/null 2>&1; }
+wait_for 10 takeover
+kill -CONT "$STOPPED"
+wait "$STOPPED"
+RC=$?
+expect_rc 75 "the overtaken run"
+idem get s
+tail -n 3 out >hist
+[ "$(head -n 1 hist)" = "history: 2 attempts" ] || fail "overtaken: $(cat hist)"
+ok
+sed -n 2p hist | grep -Eqx "  1: fence [1-9][0-9]*, lost, $TIME to $TIME, pid $STOPPED(: .*)?" ||
+  fail "lost attempt: $(sed -n 2p hist)"
+ok
+sed -n 3p hist | grep -Eq "^  2: fence [1-9][0-9]*, completed, " ||
+  fail "the takeover: $(sed -n 3p hist)"
+ok
+
 # Messages of any bytes: shown escaped on one line as text, and as JSON
 # strings, or base64 when they are not UTF-8.
 M1=$(printf 'q"b\\\\s/n\nt\tc\001 caf\303\251 \360\237\230\200 {"x":[1]}')
@@ -208,7 +234,7 @@ ok
 # list --json stays a list of records, without their histories.
 idem list --json
 check '
-assert len(doc) == 5 and all("history" not in r for r in doc), doc
+assert len(doc) == 6 and all("history" not in r for r in doc), doc
 '
 
 python3 checks.py || fail "JSON checks failed"
