@@ -88,13 +88,15 @@ int cli_parse_seconds(const char *s, int64_t *out_ms) {
     if (*p < '0' || *p > '9')
       return -1;
     int digits = 0;
-    for (; *p >= '0' && *p <= '9'; p++, digits++)
-      if (digits < 3)
-        frac = frac * 10 + (*p - '0');
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+      if (digits == 3)
+        return -1; /* idem(1): up to three decimals, never cut off */
+      frac = frac * 10 + (*p - '0');
+    }
     for (; digits < 3; digits++)
       frac *= 10;
   }
-  if (*p != '\0')
+  if (*p != '\0' || whole * 1000 + frac > CLI_MAX_DURATION_MS)
     return -1;
   *out_ms = whole * 1000 + frac;
   return 0;

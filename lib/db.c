@@ -218,11 +218,10 @@ static int create_schema(idem_db *db) {
 static int configure(idem_db *db, int kind) {
   sqlite3 *conn = idem__store_conn(db->store);
   int64_t start = idem__monotonic_ms();
-  int rc;
   for (unsigned pause_us = 100;;
        pause_us = pause_us < 8000 ? pause_us * 2 : pause_us) {
-    rc = idem__schema_configure(conn, db->opt.synchronous, db->readonly,
-                                kind == IDEM__SCHEMA_NEW);
+    int rc = idem__schema_configure(conn, db->opt.synchronous, db->readonly,
+                                    kind == IDEM__SCHEMA_NEW);
     if ((rc & 0xff) != SQLITE_BUSY ||
         idem__monotonic_ms() - start >= db->opt.busy_timeout_ms)
       return rc;

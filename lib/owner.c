@@ -68,9 +68,9 @@ static int proc_stat(int64_t pid, char *state, int64_t *start,
 void idem__self_init(idem__self *self) {
   memset(self, 0, sizeof *self);
   uuid_generate(self->owner_base);
-  char text[64] = {0};
   int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
+    char text[64] = {0};
     ssize_t n = read(fd, text, sizeof text - 1);
     close(fd);
     if (n >= 36) {
