@@ -74,6 +74,22 @@ static int meta_version(sqlite3 *conn, int *rc_out) {
   return version;
 }
 
+/* Whether idem_keys has the columns this version reads: a file written
+ * by a development build of the same version number may lack some. */
+static bool has_columns(sqlite3 *conn) {
+  sqlite3_stmt *s;
+  int rc =
+      sqlite3_prepare_v2(conn,
+                         "SELECT key, state, attempts, fence, owner, "
+                         "lease_boot, lease_until, owner_pid, owner_pidns, "
+                         "owner_start, fingerprint, name, code, result, "
+                         "created_at, updated_at, expires_at, history "
+                         "FROM idem_keys LIMIT 0",
+                         -1, &s, NULL);
+  sqlite3_finalize(s);
+  return rc == SQLITE_OK;
+}
+
 int idem__schema_classify(sqlite3 *conn, int *kind, int *version) {
   sqlite3_stmt *s;
   *kind = IDEM__SCHEMA_NEW;
@@ -100,8 +116,9 @@ int idem__schema_classify(sqlite3 *conn, int *kind, int *version) {
     *version = meta_version(conn, &rc);
     if (rc != SQLITE_OK)
       return rc;
-    *kind =
-        *version == SCHEMA_VERSION ? IDEM__SCHEMA_OURS : IDEM__SCHEMA_UNKNOWN;
+    *kind = *version == SCHEMA_VERSION && has_columns(conn)
+                ? IDEM__SCHEMA_OURS
+                : IDEM__SCHEMA_UNKNOWN;
   } else if (ours) {
     *kind = IDEM__SCHEMA_UNKNOWN;
   } else if (others) {

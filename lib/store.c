@@ -281,7 +281,6 @@ void idem__row_done(idem__store *st) {
 /* Hands out statement `id`, prepared on first use and reset for reuse. */
 static int stmt(idem__store *st, int id, sqlite3_stmt **out) {
   idem__row_done(st);
-  st->msg[0] = '\0';
   if (!st->stmt[id]) {
     int rc = sqlite3_prepare_v3(st->conn, sql_text[id], -1,
                                 SQLITE_PREPARE_PERSISTENT, &st->stmt[id], NULL);
@@ -325,11 +324,15 @@ static int simple(idem__store *st, int id) {
   return rc ? rc : run(s);
 }
 
+/* A transaction starts a new operation: the message of an old error no
+ * longer applies. */
 int idem__tx_read(idem__store *st) {
+  st->msg[0] = '\0';
   return simple(st, S_BEGIN_READ);
 }
 
 int idem__tx_write(idem__store *st) {
+  st->msg[0] = '\0';
   return simple(st, S_BEGIN_WRITE);
 }
 
@@ -338,6 +341,10 @@ int idem__tx_commit(idem__store *st) {
 }
 
 void idem__tx_rollback(idem__store *st) {
+  /* The rollback succeeds and so clears the connection's message: keep the
+   * failure's words for the caller's report. */
+  if (!st->msg[0] && sqlite3_errcode(st->conn) != SQLITE_OK)
+    snprintf(st->msg, sizeof st->msg, "%s", sqlite3_errmsg(st->conn));
   if (!sqlite3_get_autocommit(st->conn))
     (void)simple(st, S_ROLLBACK);
 }
