@@ -152,28 +152,33 @@ static int record(image *im, sqlite3_int64 off, int len, const void *data) {
   return 0;
 }
 
-/* The sync: what was written since the last one becomes durable. */
+/* The sync: what was written since the last one becomes durable. Short
+ * of memory, what was not applied stays pending for the next sync. */
 static int apply(image *im) {
-  for (size_t i = 0; i < im->nops; i++) {
+  size_t i;
+  int rc = 0;
+  for (i = 0; i < im->nops && rc == 0; i++) {
     pending *p = &im->ops[i];
     size_t off = (size_t)p->off;
+    size_t end = p->len < 0 ? off : off + (size_t)p->len;
+    if (grow(im, end) != 0) {
+      rc = -1;
+      break;
+    }
     if (p->len < 0) {
-      if (grow(im, off) != 0)
-        return -1;
       if (off < im->len)
         memset(im->buf + off, 0, im->len - off);
       im->len = off;
     } else {
-      if (grow(im, off + (size_t)p->len) != 0)
-        return -1;
       memcpy(im->buf + off, p->data, (size_t)p->len);
-      if (off + (size_t)p->len > im->len)
-        im->len = off + (size_t)p->len;
+      if (end > im->len)
+        im->len = end;
     }
     free(p->data);
   }
-  im->nops = 0;
-  return 0;
+  memmove(im->ops, im->ops + i, (im->nops - i) * sizeof *im->ops);
+  im->nops -= i;
+  return rc;
 }
 
 /* --- Faults ----------------------------------------------------------------
