@@ -20,7 +20,8 @@
  * Instead, the main connection's WAL hook only notes that the threshold
  * was crossed and wakes this thread, which checkpoints on its own
  * connection. A handle without the thread checkpoints inline, as SQLite
- * would.
+ * would, and so does a writer that finds the WAL grown past four times
+ * the threshold because the thread's checkpoints cannot catch up.
  */
 #include "store.h"
 
@@ -123,13 +124,19 @@ static void checkpoint(idem_db *db) {
 
 #define CHECKPOINT_PAGES 1000 /* SQLite's own default threshold */
 
+/* A checkpoint that runs beside a busy writer rarely catches up with it,
+ * and SQLite can only start the WAL over from a checkpoint that did: past
+ * this many pages the writer checkpoints inline after all, as SQLite
+ * would, which bounds the WAL. */
+#define CHECKPOINT_PAGES_MAX (4 * CHECKPOINT_PAGES)
+
 static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
   idem_db *db = arg;
   if (pages < CHECKPOINT_PAGES)
     return SQLITE_OK;
   pthread_mutex_lock(&db->reg);
-  bool thread = db->hb_running && !db->hb_stop;
-  if (thread) {
+  bool thread = db->hb_running && !db->hb_stop && pages < CHECKPOINT_PAGES_MAX;
+  if (thread && !db->ckpt_wanted) {
     db->ckpt_wanted = true;
     pthread_cond_signal(&db->hb_wake);
   }
