@@ -1,0 +1,269 @@
+/*
+ * test_locks.c - another process holding SQLite's locks.
+ *
+ * A forked child opens the database with SQLite directly and holds either
+ * a long read transaction or the write lock, until the parent lets it go.
+ * WAL mode promises that a reader blocks no writer; a writer blocks other
+ * writers, and idem.h promises that a call waits at most busy_timeout_ms
+ * for it and then answers IDEM_EBUSY, having changed nothing. And once a
+ * reader is gone the WAL must stop growing: the library checkpoints,
+ * inline or from its heartbeat thread.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define BUSY_MS 300
+#define MARGIN_MS 700
+
+static tu_fx *fx_of(void **state) {
+  return *state;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- The child holding a lock --------------------------------------------- */
+
+typedef struct holder {
+  pid_t pid;
+  int go_fd;   /* the parent writes here to let go */
+  int done_fd; /* the child wrote here once it held the lock */
+} holder;
+
+#define HOLD_READ 0
+#define HOLD_WRITE 1
+
+/* Forks a child that holds the lock until told, or 30 s at most, so that
+ * a failing parent never leaves it behind. */
+static holder hold(const char *path, int what) {
+  int go[2], done[2];
+  assert_int_equal(pipe(go), 0);
+  assert_int_equal(pipe(done), 0);
+  holder h = {fork(), go[1], done[0]};
+  assert_true(h.pid >= 0);
+  if (h.pid == 0) {
+    close(go[1]);
+    close(done[0]);
+    alarm(30);
+    sqlite3 *c = NULL;
+    int rc = sqlite3_open_v2(path, &c, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_exec(c,
+                        what == HOLD_WRITE
+                            ? "BEGIN IMMEDIATE; UPDATE idem_keys SET code = "
+                              "code WHERE 0"
+                            : "BEGIN; SELECT count(*) FROM idem_keys",
+                        NULL, NULL, NULL);
+    char ok = rc == SQLITE_OK ? 'y' : 'n';
+    if (write(done[1], &ok, 1) != 1)
+      _exit(2);
+    char byte;
+    if (read(go[0], &byte, 1) < 0)
+      _exit(2);
+    sqlite3_exec(c, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(c);
+    _exit(rc == SQLITE_OK ? 0 : 1);
+  }
+  close(go[0]);
+  close(done[1]);
+  char ok = 0;
+  assert_int_equal(read(h.done_fd, &ok, 1), 1);
+  assert_int_equal(ok, 'y');
+  return h;
+}
+
+static void let_go(holder *h) {
+  char byte = 'g';
+  assert_int_equal(write(h->go_fd, &byte, 1), 1);
+  int status = 0;
+  assert_int_equal(waitpid(h->pid, &status, 0), h->pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  close(h->go_fd);
+  close(h->done_fd);
+}
+
+static idem_db *open_db(tu_fx *fx, int64_t heartbeat_ms) {
+  idem_options o = fx->opts;
+  o.busy_timeout_ms = BUSY_MS;
+  o.heartbeat_ms = heartbeat_ms;
+  if (heartbeat_ms > 0) {
+    /* The heartbeat thread runs on real time. */
+    o.clock = NULL;
+    o.clock_ctx = NULL;
+  }
+  idem_db *db = NULL;
+  assert_int_equal(tu_open(&db, fx->path, &o), IDEM_OK);
+  return db;
+}
+
+static int64_t wal_size(const char *path) {
+  char *wal = tu_suffix(path, "-wal");
+  struct stat sb;
+  int64_t size = stat(wal, &sb) == 0 ? (int64_t)sb.st_size : 0;
+  free(wal);
+  return size;
+}
+
+static void claim_complete_n(idem_db *db, const char *prefix, int n) {
+  for (int i = 0; i < n; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "%s-%06d", prefix, i);
+    tu_claim_complete(db, key, key);
+  }
+}
+
+/* --- Tests ------------------------------------------------------------------
+ */
+
+/* While the write lock is held elsewhere every writing call answers
+ * IDEM_EBUSY within the busy timeout plus a margin, changes nothing, and
+ * works once the lock is free; reads and cached answers are served all
+ * along. */
+static void test_write_lock_gives_ebusy(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *db = open_db(fx, -1);
+  tu_claim_complete(db, "done", "D");
+  idem_lease *l = tu_claim(db, "held");
+  holder h = hold(fx->path, HOLD_WRITE);
+
+  idem_answer a = IDEM_ANSWER_INIT;
+  unsigned lost = 0;
+  uint64_t count = 0;
+  for (int call = 0; call < 6; call++) {
+    int64_t start = now_ms();
+    int rc;
+    switch (call) {
+    case 0:
+      rc = tu_begin(db, "new", &a);
+      break;
+    case 1:
+      rc = idem_complete(l, "R", 1);
+      break;
+    case 2:
+      rc = idem_release(l, NULL);
+      break;
+    case 3:
+      rc = idem_heartbeat(db, &lost);
+      break;
+    case 4:
+      rc = idem_reset(db, "done", 4);
+      break;
+    default:
+      rc = idem_purge(db, 0, &count);
+      break;
+    }
+    int64_t took = now_ms() - start;
+    if (rc != IDEM_EBUSY)
+      fail_msg("call %d under a held write lock answered %s", call,
+               idem_errstr(rc));
+    if (took > BUSY_MS + MARGIN_MS)
+      fail_msg("call %d took %lld ms with a busy timeout of %d ms", call,
+               (long long)took, BUSY_MS);
+    /* It did wait: an immediate answer would make callers spin. */
+    if (took < BUSY_MS / 2)
+      fail_msg("call %d gave up after %lld ms", call, (long long)took);
+    idem_answer_clear(&a);
+  }
+  assert_int_equal(idem_lease_lost(l), 0);
+  /* Reads need no write lock. */
+  tu_assert_completed(db, "done", "D");
+  idem_record r = IDEM_RECORD_INIT;
+  assert_int_equal(tu_get(db, "new", &r), IDEM_ENOTFOUND);
+  assert_int_equal(tu_get(db, "held", &r), IDEM_OK);
+  assert_int_equal(r.state, IDEM_STATE_PENDING);
+  idem_record_clear(&r);
+
+  let_go(&h);
+  assert_int_equal(idem_heartbeat(db, &lost), IDEM_OK);
+  assert_int_equal(lost, 0);
+  assert_int_equal(idem_complete(l, "R", 1), IDEM_OK);
+  idem_lease_free(l);
+  tu_claim_complete(db, "new", "N");
+  tu_assert_completed(db, "held", "R");
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+/* A long reader blocks no writer; once it is gone the WAL stops growing.
+ * `heartbeat_ms` < 0: the library checkpoints inline; > 0: from its
+ * heartbeat thread (a held lease keeps the thread running). */
+static void reader_then_bounded_wal(tu_fx *fx, int64_t heartbeat_ms) {
+  idem_db *db = open_db(fx, heartbeat_ms);
+  idem_lease *keep = tu_claim(db, "keep-the-heartbeat-running");
+  holder h = hold(fx->path, HOLD_READ);
+  int64_t start = now_ms();
+  claim_complete_n(db, "during", 1500);
+  int64_t during_ms = now_ms() - start;
+  int64_t with_reader = wal_size(fx->path);
+  let_go(&h);
+
+  /* SQLite starts a fully checkpointed WAL over from its start, and the
+   * library checkpoints inline once the background checkpoints fall 4000
+   * pages behind: the file never needs more than the size it reached with
+   * the reader or those 4000 pages, plus a little. Without checkpoints
+   * each round of 3000 keys would add some 40 MB. */
+  int64_t threshold = 4000 * (4096 + 24) + 32;
+  int64_t sizes[3];
+  for (int round = 0; round < 3; round++) {
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "after%d", round);
+    claim_complete_n(db, prefix, 3000);
+    if (heartbeat_ms > 0) {
+      /* The thread checkpoints a moment later: let it catch up. */
+      struct timespec ts = {0, 200 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+    sizes[round] = wal_size(fx->path);
+  }
+  print_message("WAL (heartbeat %s): %lld bytes with a reader after 1500 "
+                "keys (%lld ms); without it, after each 3000 more: %lld, "
+                "%lld, %lld bytes\n",
+                heartbeat_ms > 0 ? "thread" : "none", (long long)with_reader,
+                (long long)during_ms, (long long)sizes[0], (long long)sizes[1],
+                (long long)sizes[2]);
+  int64_t bound = (with_reader > threshold ? with_reader : threshold) + 512000;
+  for (int round = 0; round < 3; round++)
+    if (sizes[round] > bound)
+      fail_msg("the WAL grew to %lld bytes (bound %lld)",
+               (long long)sizes[round], (long long)bound);
+  assert_int_equal(idem_complete(keep, "K", 1), IDEM_OK);
+  idem_lease_free(keep);
+  idem_stats st = tu_stats(db);
+  assert_int_equal(st.rows[IDEM_STATE_COMPLETED], 1500 + 3 * 3000 + 1);
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
+static void test_reader_inline_checkpoint(void **state) {
+  reader_then_bounded_wal(fx_of(state), -1);
+}
+
+static void test_reader_heartbeat_checkpoint(void **state) {
+  reader_then_bounded_wal(fx_of(state), 1000);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_write_lock_gives_ebusy),
+      T(test_reader_inline_checkpoint),
+      T(test_reader_heartbeat_checkpoint),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
