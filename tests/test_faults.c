@@ -192,7 +192,8 @@ static void step_open(tu_fx *fx, const sweep_case *c) {
       hot_journal_refusals++;
       assert_int_equal(idem_close(db), IDEM_OK);
       db = NULL;
-      assert_int_equal(tu_sql(fx->path, "SELECT count(*) FROM sqlite_master"), SQLITE_OK);
+      assert_int_equal(tu_sql(fx->path, "SELECT count(*) FROM sqlite_master"),
+                       SQLITE_OK);
       assert_int_equal(tu_open(&db, uri, &o), IDEM_OK);
     }
   }
