@@ -22,7 +22,8 @@
  * (IDEM_BUSY, with the real time left on it) or a spent attempt budget
  * (IDEM_POISONED). Every claim counts one attempt and carries a fencing
  * token: a 64-bit number that strictly increases with every claim of the
- * key and is never reused, not even after idem_reset() or a purge.
+ * key and is never reused, not even after idem_reset() or a purge (nor
+ * after a power loss, under IDEM_SYNC_FULL).
  * idem_complete(), idem_release(), idem_fail() and heartbeats only take
  * effect while the row still carries the caller's owner id and fence, so a
  * holder that was paused past its TTL and overtaken cannot finish the job
@@ -203,8 +204,10 @@ IDEM_EXPORT const char *idem_errmsg(const idem_db *db);
 
 /* Durability (idem_options.synchronous). Both use WAL mode.
  * IDEM_SYNC_NORMAL: every answer survives a crash of the application; a
- *   power loss may undo the last transactions (a completion then reverts to
- *   a claimable key with its attempt counted, never to a half-written row).
+ *   power loss may undo the transactions since the last checkpoint, claims
+ *   included: a completed key may come back pending or absent (never
+ *   half-written), and the fences handed out since may be handed out
+ *   again. Only FULL keeps "never reused" across power loss.
  * IDEM_SYNC_FULL: every answer is on stable storage before it is returned. */
 #define IDEM_SYNC_NORMAL 1
 #define IDEM_SYNC_FULL 2

@@ -235,8 +235,10 @@ static int delete_tx(idem_db *db, const char *what, const void *key,
   }
   if (rc == 0)
     rc = idem__tx_commit(db->store);
-  if (rc)
+  if (rc) {
+    *count = 0; /* rolled back: nothing was deleted */
     return fail_storage(db, rc, what);
+  }
   if (key)
     *count = (uint64_t)changed;
   return IDEM_OK;

@@ -146,11 +146,18 @@ static int probe(idem_db *db, int *kind, int *version) {
   if (rc == SQLITE_OK)
     rc = idem__schema_classify(idem__store_conn(st), kind, version);
   int code = IDEM_OK;
+  bool ro = db->opt.flags & IDEM_OPEN_READONLY;
   if ((rc & 0xff) == SQLITE_CANTOPEN) {
     *kind = IDEM__SCHEMA_NEW;
     code = (db->opt.flags & (IDEM_OPEN_NOCREATE | IDEM_OPEN_READONLY))
                ? open_error(db, st, rc, "open")
                : IDEM_OK;
+  } else if ((rc & 0xff) == SQLITE_READONLY && !ro) {
+    /* A hot journal or a WAL to recover, left by a writer that crashed
+     * (for instance during our own first open): a read-only connection
+     * cannot roll it back. The read-write connection does, as any SQLite
+     * open would, and judges the file then, before writing anything. */
+    *kind = IDEM__SCHEMA_RECHECK;
   } else if (rc != SQLITE_OK) {
     code = open_error(db, st, rc, "read");
     if (code == IDEM_ENOTDB)
@@ -245,6 +252,13 @@ static int open_store(idem_db *db, int kind) {
                        "%s: the file is read-only (IDEM_OPEN_READONLY "
                        "opens it for reading)",
                        db->path);
+  if (kind == IDEM__SCHEMA_RECHECK) {
+    int version, code;
+    if ((rc = idem__schema_classify(conn, &kind, &version)) != SQLITE_OK)
+      return open_error(db, db->store, rc, "read");
+    if ((code = judge(db, kind, version)))
+      return code;
+  }
   rc = configure(db, kind);
   if (rc != SQLITE_OK)
     return open_error(db, db->store, rc, "configure");

@@ -75,8 +75,9 @@ static int meta_version(sqlite3 *conn, int *rc_out) {
 }
 
 /* Whether idem_keys has the columns this version reads: a file written
- * by a development build of the same version number may lack some. */
-static bool has_columns(sqlite3 *conn) {
+ * by a development build of the same version number may lack some. Any
+ * other failure (out of memory, I/O) is an error, not an answer. */
+static int has_columns(sqlite3 *conn, bool *has) {
   sqlite3_stmt *s;
   int rc =
       sqlite3_prepare_v2(conn,
@@ -87,7 +88,8 @@ static bool has_columns(sqlite3 *conn) {
                          "FROM idem_keys LIMIT 0",
                          -1, &s, NULL);
   sqlite3_finalize(s);
-  return rc == SQLITE_OK;
+  *has = rc == SQLITE_OK;
+  return rc == SQLITE_ERROR ? SQLITE_OK : rc;
 }
 
 int idem__schema_classify(sqlite3 *conn, int *kind, int *version) {
@@ -116,9 +118,10 @@ int idem__schema_classify(sqlite3 *conn, int *kind, int *version) {
     *version = meta_version(conn, &rc);
     if (rc != SQLITE_OK)
       return rc;
-    *kind = *version == SCHEMA_VERSION && has_columns(conn)
-                ? IDEM__SCHEMA_OURS
-                : IDEM__SCHEMA_UNKNOWN;
+    bool has = false;
+    if (*version == SCHEMA_VERSION && (rc = has_columns(conn, &has)))
+      return rc;
+    *kind = has ? IDEM__SCHEMA_OURS : IDEM__SCHEMA_UNKNOWN;
   } else if (ours) {
     *kind = IDEM__SCHEMA_UNKNOWN;
   } else if (others) {

@@ -12,6 +12,7 @@ struct sqlite3;
 #define IDEM__SCHEMA_OURS 1    /* idem tables of this version */
 #define IDEM__SCHEMA_UNKNOWN 2 /* idem tables of another or no version */
 #define IDEM__SCHEMA_FOREIGN 3 /* other tables only */
+#define IDEM__SCHEMA_RECHECK 4 /* to judge on the read-write connection */
 
 int idem__schema_version(void);
 /* Reads, never writes. Returns an SQLite code; *kind is IDEM__SCHEMA_*. */

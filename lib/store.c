@@ -204,6 +204,16 @@ static int busy_wait(void *arg, int count) {
   return 1;
 }
 
+static int stmt(idem__store *st, int id, sqlite3_stmt **out);
+
+/* ROLLBACK is prepared with the connection: undoing a failure must not
+ * itself need memory, or an allocation failure would leave a transaction
+ * open, holding the write lock, until the next call. */
+static int prepare_rollback(idem__store *st) {
+  sqlite3_stmt *s;
+  return stmt(st, S_ROLLBACK, &s);
+}
+
 int idem__store_open(idem__store **out, const char *path, unsigned flags,
                      int busy_timeout_ms) {
   *out = NULL;
@@ -225,6 +235,7 @@ int idem__store_open(idem__store **out, const char *path, unsigned flags,
     sqlite3_extended_result_codes(st->conn, 1);
     st->busy_timeout_ms = busy_timeout_ms;
     sqlite3_busy_handler(st->conn, busy_wait, st);
+    rc = prepare_rollback(st);
   }
   *out = st;
   return rc;
@@ -239,7 +250,7 @@ int idem__store_wrap(idem__store **out, sqlite3 *conn, int busy_timeout_ms) {
   st->app_conn = true;
   st->busy_timeout_ms = busy_timeout_ms;
   sqlite3_busy_handler(conn, busy_wait, st);
-  return SQLITE_OK;
+  return prepare_rollback(st);
 }
 
 bool idem__store_in_tx(const idem__store *st) {
