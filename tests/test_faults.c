@@ -72,23 +72,6 @@ static idem_db *reopen_plain(tu_fx *fx) {
   return db;
 }
 
-/* PRAGMA integrity_check says "ok" (read with SQLite directly). */
-static void assert_integrity(const char *path) {
-  sqlite3 *c = NULL;
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_open_v2(path, &c, SQLITE_OPEN_READONLY, NULL),
-                   SQLITE_OK);
-  assert_int_equal(
-      sqlite3_prepare_v2(c, "PRAGMA integrity_check", -1, &st, NULL),
-      SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  const char *res = (const char *)sqlite3_column_text(st, 0);
-  if (res == NULL || strcmp(res, "ok") != 0)
-    fail_msg("integrity_check: %s", res != NULL ? res : "(null)");
-  sqlite3_finalize(st);
-  sqlite3_close(c);
-}
-
 /* An injected fault must come back as the storage error it was: a full
  * disk as IDEM_EFULL, anything else as IDEM_EIO. `unknown_ok` admits
  * IDEM_EUNKNOWN, which only complete and fail may answer. */
@@ -200,7 +183,7 @@ static void step_open(tu_fx *fx, const sweep_case *c) {
   free(uri);
   tu_claim_complete(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -226,7 +209,7 @@ static void step_begin(tu_fx *fx, const sweep_case *c) {
   idem_lease_free(a.lease);
   idem_answer_clear(&a);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -258,7 +241,7 @@ static void step_finish(tu_fx *fx, const sweep_case *c, int failing) {
   assert_int_equal(idem_complete(l, "RESULT", 6), IDEM_EMISUSE);
   idem_lease_free(l);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   idem_answer a = IDEM_ANSWER_INIT;
   assert_int_equal(tu_begin(db, "k", &a),
@@ -316,7 +299,7 @@ static void step_release(tu_fx *fx, const sweep_case *c) {
   idem_lease_free(a.lease);
   idem_answer_clear(&a);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -352,7 +335,7 @@ static void step_heartbeat(tu_fx *fx, const sweep_case *c) {
   assert_int_equal(idem_complete(l, "R", 1), IDEM_OK);
   idem_lease_free(l);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -394,7 +377,7 @@ static void step_purge(tu_fx *fx, const sweep_case *c) {
   assert_int_equal(idem_complete(l, "R", 1), IDEM_OK);
   idem_lease_free(l);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "pending", "R");
   tu_assert_completed(db, "fresh", "new");
@@ -434,7 +417,7 @@ static void step_reset(tu_fx *fx, const sweep_case *c) {
   idem_lease_free(a.lease);
   idem_answer_clear(&a);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   db = reopen_plain(fx);
   tu_assert_completed(db, "k", "R");
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -503,7 +486,7 @@ static void test_handle_recovers(void **state) {
   tu_assert_completed(db, "before", "b");
   idem_answer_clear(&a);
   assert_int_equal(idem_close(db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
 }
 
 static int setup_group(void **state) {

@@ -238,16 +238,6 @@ static tu_fx *fx_of(void **state) {
   return *state;
 }
 
-static void assert_integrity(const char *path) {
-  int64_t ok = 0;
-  assert_int_equal(tu_sql_int(path,
-                              "SELECT count(*) FROM pragma_integrity_check "
-                              "WHERE integrity_check = 'ok'",
-                              &ok),
-                   SQLITE_OK);
-  assert_int_equal(ok, 1);
-}
-
 #define OP_OPEN_NEW 0
 #define OP_OPEN_EXISTING 1
 #define OP_BEGIN 2
@@ -436,7 +426,7 @@ static void step(tu_fx *fx, countdown *c, int op, int n, int once) {
   tu_assert_completed(db, "k", "RESULT");
   assert_int_equal(idem_close(db), IDEM_OK);
   free(uri);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
 }
 
 /* Sweeps the failing allocation N = 0, 1, ... until `op` needs fewer. */

@@ -64,24 +64,6 @@ static idem_db *open_shim(tu_fx *fx, int synchronous) {
   return db;
 }
 
-/* PRAGMA integrity_check says "ok". A read-write connection, since the
- * file may come with a WAL and no index for it yet. */
-static void assert_integrity(const char *path) {
-  sqlite3 *c = NULL;
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_open_v2(path, &c, SQLITE_OPEN_READWRITE, NULL),
-                   SQLITE_OK);
-  assert_int_equal(
-      sqlite3_prepare_v2(c, "PRAGMA integrity_check", -1, &st, NULL),
-      SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  const char *res = (const char *)sqlite3_column_text(st, 0);
-  if (res == NULL || strcmp(res, "ok") != 0)
-    fail_msg("integrity_check of %s: %s", path, res ? res : "(null)");
-  sqlite3_finalize(st);
-  sqlite3_close(c);
-}
-
 /* Saves what the cut left (synced images or written files) to a new
  * directory; returns its database path. */
 static char *save_to_new_dir(int what, char **dir_out) {
@@ -180,7 +162,7 @@ static void recover(workload *w, int upto) {
   for (int key = 0; key <= upto; key++)
     w->t.exposed += w->acked[key];
   w->db = open_shim(fx, w->synchronous);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   for (int key = 0; key <= upto; key++) {
     char k[32], res[256];
     key_of(key, k, sizeof k);
@@ -264,7 +246,7 @@ static tally run_workload(tu_fx *fx, int synchronous, int purge_every,
       assert_int_equal(idem_purge(w.db, 0, NULL), IDEM_OK);
   }
   assert_int_equal(idem_close(w.db), IDEM_OK);
-  assert_integrity(fx->path);
+  tu_assert_integrity(fx->path);
   idem_db *db = NULL;
   assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
   idem_stats st = tu_stats(db);
@@ -345,7 +327,7 @@ static idem_db *open_after_cut(tu_fx *fx, const char *path, const char *what) {
 static void check_cut(tu_fx *fx, const char *path, int op, int rc, int durable,
                       const char *what) {
   idem_db *db = open_after_cut(fx, path, what);
-  assert_integrity(path);
+  tu_assert_integrity(path);
   idem_record r = IDEM_RECORD_INIT;
   int grc = tu_get(db, "k", &r);
   int state = grc == IDEM_ENOTFOUND ? IDEM_STATE_ABSENT : r.state;

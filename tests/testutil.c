@@ -201,6 +201,24 @@ int tu_sql_int(const char *path, const char *sql, int64_t *out) {
   return rc;
 }
 
+void tu_assert_integrity(const char *path) {
+  /* Read-write: a file just saved after a crash may come with a WAL but no
+   * shared-memory index, which a read-only connection cannot rebuild. */
+  sqlite3 *conn = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL),
+                   SQLITE_OK);
+  assert_int_equal(
+      sqlite3_prepare_v2(conn, "PRAGMA integrity_check", -1, &st, NULL),
+      SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  const char *res = (const char *)sqlite3_column_text(st, 0);
+  if (res == NULL || strcmp(res, "ok") != 0)
+    fail_msg("integrity_check of %s: %s", path, res ? res : "(null)");
+  sqlite3_finalize(st);
+  sqlite3_close(conn);
+}
+
 /* --- Opening ------------------------------------------------------------- */
 
 idem_options tu_options(tu_clock *clock) {

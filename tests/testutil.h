@@ -67,6 +67,8 @@ char *tu_read_file(const char *path, size_t *len);
 int tu_sql(const char *path, const char *sql);
 /* Runs a query returning one integer; returns SQLite's code. */
 int tu_sql_int(const char *path, const char *sql, int64_t *out);
+/* Asserts that PRAGMA integrity_check of the file says "ok". */
+void tu_assert_integrity(const char *path);
 
 /* --- Opening --------------------------------------------------------------
  * Test defaults: ttl 10000 ms, no heartbeat thread (heartbeat_ms -1), 5
