@@ -77,22 +77,10 @@ static void rec(const char *op, const char *phase, const char *key,
     die(EXIT_FILES, "writing the history");
 }
 
-/* The answer of a begin, named as the checker expects it. */
+/* The answer of a begin, named as the checker expects it: idem_errstr()'s
+ * name of the answer, or "error". */
 static const char *answer_name(int rc) {
-  switch (rc) {
-  case IDEM_CLAIMED:
-    return "claimed";
-  case IDEM_COMPLETED:
-    return "completed";
-  case IDEM_FAILED:
-    return "failed";
-  case IDEM_BUSY:
-    return "busy";
-  case IDEM_POISONED:
-    return "poisoned";
-  default:
-    return "error";
-  }
+  return rc > 0 ? idem_errstr(rc) : "error";
 }
 
 /* Phase of a finishing call: IDEM_EUNKNOWN is the one answer after which
