@@ -170,13 +170,15 @@ static int apply(image *im) {
         memset(im->buf + off, 0, im->len - off);
       im->len = off;
     } else {
-      memcpy(im->buf + off, p->data, (size_t)p->len);
+      if (p->len > 0)
+        memcpy(im->buf + off, p->data, (size_t)p->len);
       if (end > im->len)
         im->len = end;
     }
     free(p->data);
   }
-  memmove(im->ops, im->ops + i, (im->nops - i) * sizeof *im->ops);
+  if (im->nops > i) /* ops may be NULL when there are none */
+    memmove(im->ops, im->ops + i, (im->nops - i) * sizeof *im->ops);
   im->nops -= i;
   return rc;
 }
