@@ -319,12 +319,13 @@ static void ro_checks(tu_fx *fx, struct ro_result *r) {
 }
 
 /* Runs ro_checks as an unprivileged user: root writes through chmod 0444,
- * so a child process drops to nobody first. The directory stays writable,
- * as a user's own directory would be. */
-static int ro_checks_unprivileged(tu_fx *fx, struct ro_result *r) {
+ * so a child process drops to nobody first. The directory gets dir_mode:
+ * writable (0777), as a user's own directory would be, or not (0555). */
+static int ro_checks_unprivileged(tu_fx *fx, struct ro_result *r,
+                                  mode_t dir_mode) {
   int fds[2];
   assert_int_equal(pipe(fds), 0);
-  assert_int_equal(chmod(fx->dir, 0777), 0);
+  assert_int_equal(chmod(fx->dir, dir_mode), 0);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -356,7 +357,7 @@ static void test_readonly_file(void **state) {
   assert_int_equal(chmod(fx->path, 0444), 0);
   struct ro_result r = {0};
   if (geteuid() == 0) {
-    if (!ro_checks_unprivileged(fx, &r)) {
+    if (!ro_checks_unprivileged(fx, &r, 0777)) {
       print_message("running as root and cannot drop to an unprivileged "
                     "user: chmod 0444 does not stop root from writing\n");
       skip();
@@ -370,6 +371,47 @@ static void test_readonly_file(void **state) {
   assert_int_equal(r.state, IDEM_STATE_COMPLETED);
   assert_int_equal(r.begin_rc, IDEM_EREADONLY);
   assert_true(r.same);
+}
+
+/* A database the process may write, in a directory it may not: WAL mode
+ * needs to create its -wal and -shm files there. Opening for writing is
+ * IDEM_EREADONLY, and neither the file nor the directory changes. */
+static void test_readonly_directory(void **state) {
+  tu_fx *fx = fx_of(state);
+  make_idem_db(fx, fx->path, 2);
+  assert_int_equal(chmod(fx->path, 0666), 0);
+  char *wal = tu_suffix(fx->path, "-wal");
+  struct ro_result r = {0};
+  if (geteuid() == 0) {
+    if (!ro_checks_unprivileged(fx, &r, 0555)) {
+      print_message("running as root and cannot drop to an unprivileged "
+                    "user: a read-only directory does not stop root\n");
+      free(wal);
+      skip();
+    }
+  } else {
+    assert_int_equal(chmod(fx->dir, 0555), 0);
+    ro_checks(fx, &r);
+  }
+  assert_int_equal(chmod(fx->dir, 0755), 0);
+  assert_int_equal(r.open_rw, IDEM_EREADONLY);
+  assert_true(r.same);
+  assert_false(tu_exists(wal));
+  free(wal);
+}
+
+/* An existing file of zero bytes is an empty SQLite database: it holds
+ * nothing a write could destroy, and it is what a crash between creating
+ * a file and writing its first page leaves, so it opens as a new idem
+ * database instead of being refused (docs/design.md, "Storage errors"). */
+static void test_empty_file(void **state) {
+  tu_fx *fx = fx_of(state);
+  assert_int_equal(tu_write_file(fx->path, "", 0), 0);
+  idem_db *db = NULL;
+  assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
+  tu_claim_complete(db, "k", "r");
+  tu_assert_completed(db, "k", "r");
+  assert_int_equal(idem_close(db), IDEM_OK);
 }
 
 /* IDEM_OPEN_READONLY on a writable database changes nothing: reads work,
@@ -452,6 +494,7 @@ int main(void) {
       T(test_truncated_db),       T(test_garbage_pages),
       T(test_foreign_db_refused), T(test_foreign_db_shared),
       T(test_newer_schema),       T(test_directory),
+      T(test_readonly_directory), T(test_empty_file),
       T(test_missing_directory),  T(test_nocreate),
       T(test_readonly_file),      T(test_readonly_flag),
       T(test_readonly_missing),   T(test_reopen_existing),
