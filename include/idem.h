@@ -601,11 +601,15 @@ IDEM_EXPORT int idem_history(idem_db *db, const void *key, size_t key_len,
 
 /* Makes the key absent again, so its next begin starts at attempt 1; its
  * fence stays monotonic. A holder of a live lease on it loses the lease.
- * Returns IDEM_OK, IDEM_ENOTFOUND or a storage error. Thread-safe. */
+ * Returns IDEM_OK, IDEM_ENOTFOUND, IDEM_EINVAL, IDEM_ETOOBIG,
+ * IDEM_EREADONLY or a storage error (IDEM_EBUSY, IDEM_EFULL, IDEM_EIO,
+ * IDEM_ECORRUPT, IDEM_ENOMEM). Thread-safe. */
 IDEM_EXPORT int idem_reset(idem_db *db, const void *key, size_t key_len);
 
-/* Resets every row of the given state (e.g. IDEM_STATE_POISONED).
- * *count_out (may be NULL) gets the number reset. Thread-safe. */
+/* Resets every row of the given state (e.g. IDEM_STATE_POISONED), with
+ * the fence floor raised as by idem_reset(). *count_out (may be NULL) gets
+ * the number reset. Returns IDEM_OK, IDEM_EINVAL (not a stored state),
+ * IDEM_EREADONLY or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_reset_state(idem_db *db, int state, uint64_t *count_out);
 
 /* Deletes completed and failed rows whose retention has ended, in
@@ -643,7 +647,9 @@ typedef struct idem_stats {
 #define IDEM_STATS_INIT                                                        \
   { IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
-/* Counts rows per state and reports the handle's counters. Thread-safe. */
+/* Counts rows per state (in one read snapshot) and reports the handle's
+ * counters. `out` must be initialised with IDEM_STATS_INIT. Returns
+ * IDEM_OK, IDEM_EINVAL or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);
 
 #ifdef __cplusplus
