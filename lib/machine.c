@@ -45,7 +45,8 @@ bool idem__lease_live(const idem__row *row, const idem__time *now) {
   return !(now->owner_gone && now->owner_gone(now->owner_ctx, row));
 }
 
-bool idem__row_expired(const idem__row *row, const idem__time *now) {
+/* Whether a completed or failed row has outlived its retention. */
+static bool row_expired(const idem__row *row, const idem__time *now) {
   return (row->state == IDEM_STATE_COMPLETED ||
           row->state == IDEM_STATE_FAILED) &&
          row->expires_at != 0 && row->expires_at <= now->wall;
@@ -65,7 +66,7 @@ void idem__decide(const idem__row *row, const idem__time *now,
   memset(d, 0, sizeof *d);
   d->attempts = row->attempts;
 
-  if (row->state == IDEM_STATE_ABSENT || idem__row_expired(row, now)) {
+  if (row->state == IDEM_STATE_ABSENT || row_expired(row, now)) {
     /* max_attempts >= 1 when set, so a first attempt always fits. */
     d->action = IDEM__DO_CLAIM;
     d->answer = IDEM_CLAIMED;

@@ -42,9 +42,6 @@ void idem__time_of(const idem_db *db, idem__time *now);
  * known to be gone. */
 bool idem__lease_live(const idem__row *row, const idem__time *now);
 
-/* Whether a completed or failed row has outlived its retention. */
-bool idem__row_expired(const idem__row *row, const idem__time *now);
-
 /* Decides a begin on `row` (read in the write transaction, or in a read
  * snapshot: then only IDEM__DO_ANSWER decisions may be acted on). */
 void idem__decide(const idem__row *row, const idem__time *now,
