@@ -84,7 +84,7 @@ int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
     return code;
   }
   idem__row row;
-  int rc = idem__row_get(db->store, key, key_len, &row, true);
+  int rc = idem__row_get(db->store, key, key_len, &row, IDEM__ROW_RESULT);
   if (rc) {
     code = fail_storage(db, rc, "get");
   } else if (row.state == IDEM_STATE_ABSENT) {
@@ -135,7 +135,7 @@ int idem_history(idem_db *db, const void *key, size_t key_len,
     idem__row row;
     int rc = idem__tx_read(db->store);
     if (rc == 0)
-      rc = idem__row_get(db->store, key, key_len, &row, false);
+      rc = idem__row_get(db->store, key, key_len, &row, 0);
     if (rc == 0 && row.state == IDEM_STATE_ABSENT)
       code = idem__error(db, IDEM_ENOTFOUND, "no such key");
     else if (rc == 0)

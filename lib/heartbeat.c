@@ -44,7 +44,7 @@ static int refresh(idem_db *db, idem__store *st, idem_lease **ls, size_t n,
     rc = idem__row_touch(st, &f, until, &changed);
     if (rc == 0 && !changed) {
       idem__row row;
-      rc = idem__row_get(st, l->key, l->key_len, &row, false);
+      rc = idem__row_get(st, l->key, l->key_len, &row, 0);
       lost[i] =
           rc == 0 && (row.state == IDEM_STATE_ABSENT || row.fence != l->fence);
       idem__row_done(st);

@@ -14,6 +14,7 @@
  * matches nothing, the row is read to tell a lost lease from a retry of a
  * call whose commit was reported failed but did land.
  */
+#include "history.h"
 #include "machine.h"
 #include "store.h"
 
@@ -191,12 +192,27 @@ static int claim(idem_db *db, const void *key, size_t key_len,
     }
     name = name_copy;
   }
-  char why[64], owner_text[37];
-  const char *closing = closing_reason(row, now, why, sizeof why);
-  uint64_t fence;
+  /* The history goes on unless the key starts anew; an attempt the row
+   * still shows running ended before this claim could take the key. */
+  idem__text hist = {0};
+  if (!d->fresh) {
+    char why[64];
+    const char *closing = closing_reason(row, now, why, sizeof why);
+    idem__hist_keep(&hist, row->history, row->history_len, 1);
+    if (closing)
+      idem__hist_end(&hist, row->fence, IDEM_OUTCOME_EXPIRED, now->wall, 0,
+                     closing);
+  }
+  uint64_t fence = 0;
   int rc = next_fence(db, row, &fence);
   idem__owner_next(&db->self, l->owner);
+  char owner_text[37];
   idem__uuid_format(l->owner, owner_text);
+  if (rc == 0)
+    idem__hist_start(&hist, fence, d->attempts, owner_text, db->self.pid,
+                     now->wall);
+  if (rc == 0 && hist.failed)
+    rc = SQLITE_NOMEM;
   idem__claim c = {
       .attempts = d->attempts,
       .fence = fence,
@@ -209,12 +225,12 @@ static int claim(idem_db *db, const void *key, size_t key_len,
       .created_at = d->fresh ? now->wall : row->created_at,
       .now = now->wall,
       .self = &db->self,
-      .owner_text = owner_text,
-      .fresh = d->fresh,
-      .closing = closing,
+      .history = hist.p,
+      .history_len = hist.len,
   };
   if (rc == 0)
     rc = idem__row_claim(db->store, key, key_len, &c);
+  idem__text_free(&hist);
   free(fp_copy);
   free(name_copy);
   if (rc)
@@ -266,7 +282,7 @@ static int begin_read(idem_db *db, const void *key, size_t key_len,
                       idem_answer *out, int *sqlite_rc) {
   idem__row row;
   idem__decision d;
-  *sqlite_rc = idem__row_get(db->store, key, key_len, &row, true);
+  *sqlite_rc = idem__row_get(db->store, key, key_len, &row, IDEM__ROW_RESULT);
   if (*sqlite_rc)
     return 0;
   idem__decide(&row, now, db->opt.max_attempts, fp, fp_len, &d);
@@ -293,7 +309,8 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
   idem__decision d;
   int rc = idem__tx_write(db->store);
   if (rc == 0)
-    rc = idem__row_get(db->store, key, key_len, &row, true);
+    rc = idem__row_get(db->store, key, key_len, &row,
+                       IDEM__ROW_RESULT | IDEM__ROW_HISTORY);
   if (rc) {
     *sqlite_rc = rc;
     idem__tx_rollback(db->store);
@@ -315,7 +332,18 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
     const char *closing = closing_reason(&row, now, why, sizeof why);
     snprintf(spent, sizeof spent, "max_attempts (%u) spent",
              db->opt.max_attempts);
-    rc = idem__row_poison(db->store, key, key_len, now->wall, closing, spent);
+    /* The refused attempt is recorded, so an operator sees why. */
+    idem__text hist = {0};
+    idem__hist_keep(&hist, row.history, row.history_len, 1);
+    if (closing)
+      idem__hist_end(&hist, row.fence, IDEM_OUTCOME_EXPIRED, now->wall, 0,
+                     closing);
+    idem__hist_start(&hist, 0, row.attempts + 1, NULL, 0, now->wall);
+    idem__hist_end(&hist, 0, IDEM_OUTCOME_POISONED, now->wall, 0, spent);
+    rc = hist.failed ? SQLITE_NOMEM
+                     : idem__row_poison(db->store, key, key_len, now->wall,
+                                        hist.p, hist.len);
+    idem__text_free(&hist);
     answer = answer_from_row(db, &row, &d, out);
     *poisoned_now = true;
     break;
@@ -495,7 +523,7 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
   if (!own_tx) {
     if (rc == 0 && !changed) {
       idem__row row;
-      rc = idem__row_get(db->store, l->key, l->key_len, &row, false);
+      rc = idem__row_get(db->store, l->key, l->key_len, &row, 0);
       *lost = rc == 0 && !already_done(&row, l, op);
       idem__row_done(db->store);
     }
@@ -505,7 +533,7 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
   }
   if (rc == 0 && !changed) {
     idem__row row;
-    rc = idem__row_get(db->store, l->key, l->key_len, &row, false);
+    rc = idem__row_get(db->store, l->key, l->key_len, &row, 0);
     *lost = rc == 0 && !already_done(&row, l, op);
     idem__row_done(db->store);
     /* The history keeps that the stale holder came back: worth a commit,

@@ -13,6 +13,8 @@
  */
 #include "store.h"
 
+#include "history.h"
+
 #include <sched.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@ enum {
   S_ROLLBACK,
   S_GET,
   S_GET_RESULT,
+  S_GET_ALL,
   S_FLOOR,
   S_RAISE_FLOOR,
   S_CLAIM,
@@ -56,26 +59,7 @@ enum {
   "name, code, created_at, updated_at, expires_at, length(result), "           \
   "owner_pid, owner_pidns, owner_start"
 #define RESULT_COLUMN 16
-
-/* The history of a key is a JSON array in its row, one object per attempt:
- * appended by a claim, closed by the call that ends the attempt. Keeping
- * it in the row costs no extra b-tree write, and retention removes it with
- * the key. An attempt still open when the next claim or a poisoning comes
- * was never ended by its holder: it is closed as expired. */
-#define NEW_ATTEMPT                                                            \
-  "json_object('attempt', ?2, 'fence', ?3, 'owner', ?14, 'pid', ?11, "         \
-  "'started', ?10)"
-#define CLOSE_OPEN(now, why)                                                   \
-  "(CASE WHEN json_array_length(history) > 0 AND "                             \
-  "json_extract(history, '$[#-1].outcome') IS NULL THEN json_set(" KEPT        \
-  ", '$[#-1].outcome', 'expired', '$[#-1].ended', " now                        \
-  ", '$[#-1].message', " why ") ELSE coalesce(" KEPT ", '[]') END)"
-/* A key without an attempt limit could be claimed without end: its
- * history keeps the last HISTORY_MAX attempts. */
-#define HISTORY_MAX "16"
-#define KEPT                                                                   \
-  "(CASE WHEN json_array_length(history) >= " HISTORY_MAX                      \
-  " THEN json_remove(history, '$[0]') ELSE history END)"
+#define HISTORY_COLUMN 17
 
 static const char *const sql_text[S_NSTMT] = {
     [S_BEGIN_READ] = "BEGIN",
@@ -85,59 +69,46 @@ static const char *const sql_text[S_NSTMT] = {
     [S_GET] = "SELECT " ROW_COLUMNS " FROM idem_keys WHERE key = ?1",
     [S_GET_RESULT] =
         "SELECT " ROW_COLUMNS ", result FROM idem_keys WHERE key = ?1",
+    [S_GET_ALL] =
+        "SELECT " ROW_COLUMNS ", result, history FROM idem_keys WHERE key = ?1",
     [S_FLOOR] = "SELECT value FROM idem_meta WHERE name = 'fence_floor'",
     [S_RAISE_FLOOR] =
         "UPDATE idem_meta SET value = max(value, coalesce((SELECT fence FROM "
         "idem_keys WHERE key = ?1), 0)) WHERE name = 'fence_floor'",
+    /* The history (history.h) is written whole by a claim or a poisoning,
+     * which have read it, and appended to by the calls that end an
+     * attempt, which have not: concatenation needs no parse. */
     [S_CLAIM] =
         "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
         "lease_boot, lease_until, fingerprint, name, code, result, "
         "created_at, updated_at, expires_at, owner_pid, owner_pidns, "
         "owner_start, history) "
         "VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, NULL, ?9, ?10, NULL, "
-        "?11, ?12, ?13, json_array(" NEW_ATTEMPT ")) "
+        "?11, ?12, ?13, ?14) "
         "ON CONFLICT (key) DO UPDATE SET state = 1, attempts = ?2, "
         "fence = ?3, owner = ?4, lease_boot = ?5, lease_until = ?6, "
         "fingerprint = ?7, name = ?8, code = 0, result = NULL, "
         "created_at = ?9, updated_at = ?10, expires_at = NULL, "
         "owner_pid = ?11, owner_pidns = ?12, owner_start = ?13, "
-        "history = json_insert(CASE WHEN ?15 THEN '[]' ELSE " CLOSE_OPEN(
-            "?10", "?16") " END, '$[#]', " NEW_ATTEMPT ")",
-    [S_POISON] =
-        "UPDATE idem_keys SET state = 4, owner = NULL, lease_boot = NULL, "
-        "lease_until = NULL, owner_pid = NULL, updated_at = ?2, "
-        "expires_at = NULL, history = json_insert(" CLOSE_OPEN(
-            "?2",
-            "?3") ", '$[#]', json_object('attempt', attempts + 1, 'outcome', "
-                  "'poisoned', 'started', ?2, 'ended', ?2, 'message', ?4)) "
-                  "WHERE key = ?1",
+        "history = ?14",
+    [S_POISON] = "UPDATE idem_keys SET state = 4, owner = NULL, "
+                 "lease_boot = NULL, lease_until = NULL, owner_pid = NULL, "
+                 "updated_at = ?2, expires_at = NULL, history = ?3 "
+                 "WHERE key = ?1",
     [S_FINISH] = "UPDATE idem_keys SET state = ?5, code = ?6, result = ?7, "
                  "owner = NULL, lease_boot = NULL, lease_until = NULL, "
                  "owner_pid = NULL, updated_at = ?8, expires_at = ?9, "
-                 "history = json_set(history, '$[#-1].outcome', ?10, "
-                 "'$[#-1].ended', ?8, '$[#-1].code', ?6) "
+                 "history = history || ?10 "
                  "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
     [S_RELEASE] = "UPDATE idem_keys SET owner = NULL, lease_boot = NULL, "
                   "lease_until = NULL, owner_pid = NULL, updated_at = ?4, "
-                  "history = json_set(history, '$[#-1].outcome', 'released', "
-                  "'$[#-1].ended', ?4, '$[#-1].message', ?5) "
+                  "history = history || ?5 "
                   "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
-    [S_MARK_LOST] =
-        "UPDATE idem_keys SET history = json_set(history, (SELECT '$[' || "
-        "j.key || '].outcome' FROM json_each(idem_keys.history) AS j "
-        "WHERE json_extract(j.value, '$.fence') = ?2), 'lost') "
-        "WHERE key = ?1 AND EXISTS (SELECT 1 FROM "
-        "json_each(idem_keys.history) AS j "
-        "WHERE json_extract(j.value, '$.fence') = ?2)",
-    [S_HISTORY] =
-        "SELECT json_extract(j.value, '$.attempt'), "
-        "json_extract(j.value, '$.fence'), json_extract(j.value, '$.owner'), "
-        "json_extract(j.value, '$.pid'), json_extract(j.value, '$.started'), "
-        "json_extract(j.value, '$.ended'), "
-        "json_extract(j.value, '$.outcome'), "
-        "json_extract(j.value, '$.message'), json_extract(j.value, '$.code') "
-        "FROM idem_keys, json_each(idem_keys.history) AS j "
-        "WHERE idem_keys.key = ?1 ORDER BY j.key",
+    /* Once, and only for an attempt the history still holds. */
+    [S_MARK_LOST] = "UPDATE idem_keys SET history = history || ?2 "
+                    "WHERE key = ?1 AND instr(char(10) || history, ?3) > 0 "
+                    "AND instr(char(10) || history, ?4) = 0",
+    [S_HISTORY] = "SELECT history FROM idem_keys WHERE key = ?1",
     [S_TOUCH] = "UPDATE idem_keys SET lease_until = ?4 "
                 "WHERE key = ?1 AND state = 1 AND owner = ?2 AND fence = ?3",
     [S_DELETE] = "DELETE FROM idem_keys WHERE key = ?1",
@@ -366,7 +337,7 @@ static void copy16(const void *p, int n, unsigned char out[16], bool *has) {
     memcpy(out, p, 16);
 }
 
-static void read_row(sqlite3_stmt *s, idem__row *row, bool with_result) {
+static void read_row(sqlite3_stmt *s, idem__row *row, unsigned want) {
   row->state = sqlite3_column_int(s, 0);
   row->attempts = (uint32_t)sqlite3_column_int64(s, 1);
   row->fence = (uint64_t)sqlite3_column_int64(s, 2);
@@ -395,17 +366,28 @@ static void read_row(sqlite3_stmt *s, idem__row *row, bool with_result) {
   row->owner_pidns = sqlite3_column_int64(s, 14);
   row->owner_start = sqlite3_column_int64(s, 15);
   row->result = NULL;
-  if (with_result && sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
+  if ((want & IDEM__ROW_RESULT) &&
+      sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
     row->result = sqlite3_column_blob(s, RESULT_COLUMN);
     if (!row->result)
       row->result = "";
   }
+  row->history = NULL;
+  row->history_len = 0;
+  if (want & IDEM__ROW_HISTORY) {
+    row->history = (const char *)sqlite3_column_text(s, HISTORY_COLUMN);
+    row->history_len = (size_t)sqlite3_column_bytes(s, HISTORY_COLUMN);
+  }
 }
 
 int idem__row_get(idem__store *st, const void *key, size_t key_len,
-                  idem__row *row, bool want_result) {
+                  idem__row *row, unsigned want) {
   sqlite3_stmt *s;
-  int rc = stmt(st, want_result ? S_GET_RESULT : S_GET, &s);
+  int rc = stmt(st,
+                want & IDEM__ROW_HISTORY  ? S_GET_ALL
+                : want & IDEM__ROW_RESULT ? S_GET_RESULT
+                                          : S_GET,
+                &s);
   if (rc)
     return rc;
   memset(row, 0, sizeof *row);
@@ -414,7 +396,7 @@ int idem__row_get(idem__store *st, const void *key, size_t key_len,
     return rc;
   rc = sqlite3_step(s);
   if (rc == SQLITE_ROW) {
-    read_row(s, row, want_result);
+    read_row(s, row, want);
     st->borrowed = s; /* the row points into it until the next call */
     return SQLITE_OK;
   }
@@ -454,30 +436,31 @@ int idem__row_claim(idem__store *st, const void *key, size_t key_len,
       (rc = sqlite3_bind_int64(s, 11, c->self->pid)) ||
       (rc = sqlite3_bind_int64(s, 12, c->self->pidns)) ||
       (rc = sqlite3_bind_int64(s, 13, c->self->start)) ||
-      (rc = sqlite3_bind_text(s, 14, c->owner_text, -1, SQLITE_STATIC)) ||
-      (rc = sqlite3_bind_int(s, 15, c->fresh)) ||
-      (rc = c->closing ? sqlite3_bind_text(s, 16, c->closing, -1, SQLITE_STATIC)
-                       : sqlite3_bind_null(s, 16)))
+      (rc = sqlite3_bind_text64(s, 14, c->history, c->history_len,
+                                SQLITE_STATIC, SQLITE_UTF8)))
     return rc;
   return run(s);
 }
 
-static int bind_text(sqlite3_stmt *s, int i, const char *text) {
-  return text ? sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC)
-              : sqlite3_bind_null(s, i);
-}
-
 int idem__row_poison(idem__store *st, const void *key, size_t key_len,
-                     int64_t now, const char *closing, const char *why) {
+                     int64_t now, const char *history, size_t history_len) {
   sqlite3_stmt *s;
   int rc = stmt(st, S_POISON, &s);
   if (rc)
     return rc;
   if ((rc = bind_blob(s, 1, key, key_len)) ||
-      (rc = sqlite3_bind_int64(s, 2, now)) || (rc = bind_text(s, 3, closing)) ||
-      (rc = bind_text(s, 4, why)))
+      (rc = sqlite3_bind_int64(s, 2, now)) ||
+      (rc = sqlite3_bind_text64(s, 3, history, history_len, SQLITE_STATIC,
+                                SQLITE_UTF8)))
     return rc;
   return run(s);
+}
+
+static int bind_line(sqlite3_stmt *s, int i, const idem__text *line) {
+  if (line->failed)
+    return SQLITE_NOMEM;
+  return sqlite3_bind_text64(s, i, line->p, line->len, SQLITE_STATIC,
+                             SQLITE_UTF8);
 }
 
 static int run_fenced(idem__store *st, sqlite3_stmt *s, int *changed) {
@@ -498,11 +481,18 @@ int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
       (rc = bind_blob(s, 7, result ? result : "", len)) ||
       (rc = sqlite3_bind_int64(s, 8, now)) ||
       (rc = expires_at ? sqlite3_bind_int64(s, 9, expires_at)
-                       : sqlite3_bind_null(s, 9)) ||
-      (rc = bind_text(s, 10,
-                      state == IDEM_STATE_COMPLETED ? "completed" : "failed")))
+                       : sqlite3_bind_null(s, 9)))
     return rc;
-  return run_fenced(st, s, changed);
+  idem__text line = {0};
+  idem__hist_end(&line, f->fence,
+                 state == IDEM_STATE_COMPLETED ? IDEM_OUTCOME_COMPLETED
+                                               : IDEM_OUTCOME_FAILED,
+                 now, code, NULL);
+  rc = bind_line(s, 10, &line);
+  if (rc == SQLITE_OK)
+    rc = run_fenced(st, s, changed);
+  idem__text_free(&line);
+  return rc;
 }
 
 int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
@@ -511,10 +501,15 @@ int idem__row_release(idem__store *st, const idem__fence *f, int64_t now,
   int rc = stmt(st, S_RELEASE, &s);
   if (rc)
     return rc;
-  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, now)) ||
-      (rc = bind_text(s, 5, reason)))
+  if ((rc = bind_fence(s, f)) || (rc = sqlite3_bind_int64(s, 4, now)))
     return rc;
-  return run_fenced(st, s, changed);
+  idem__text line = {0};
+  idem__hist_end(&line, f->fence, IDEM_OUTCOME_RELEASED, now, 0, reason);
+  rc = bind_line(s, 5, &line);
+  if (rc == SQLITE_OK)
+    rc = run_fenced(st, s, changed);
+  idem__text_free(&line);
+  return rc;
 }
 
 int idem__row_mark_lost(idem__store *st, const void *key, size_t key_len,
@@ -523,26 +518,17 @@ int idem__row_mark_lost(idem__store *st, const void *key, size_t key_len,
   int rc = stmt(st, S_MARK_LOST, &s);
   if (rc)
     return rc;
+  char started[32], lost[32];
+  size_t started_len = idem__hist_marker(started, 'c', fence);
+  size_t lost_len = idem__hist_marker(lost, 'l', fence);
   if ((rc = bind_blob(s, 1, key, key_len)) ||
-      (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)fence)))
+      (rc = sqlite3_bind_text(s, 2, lost + 1, (int)lost_len - 1,
+                              SQLITE_STATIC)) ||
+      (rc =
+           sqlite3_bind_text(s, 3, started, (int)started_len, SQLITE_STATIC)) ||
+      (rc = sqlite3_bind_text(s, 4, lost, (int)lost_len, SQLITE_STATIC)))
     return rc;
   return run(s);
-}
-
-static const char *const outcome_name[] = {
-    [IDEM_OUTCOME_RUNNING] = "",
-    [IDEM_OUTCOME_COMPLETED] = "completed",
-    [IDEM_OUTCOME_RELEASED] = "released",
-    [IDEM_OUTCOME_FAILED] = "failed",
-    [IDEM_OUTCOME_LOST] = "lost",
-    [IDEM_OUTCOME_EXPIRED] = "expired",
-    [IDEM_OUTCOME_POISONED] = "poisoned"};
-
-static int outcome_of(const unsigned char *text) {
-  for (int i = 1; text && i <= IDEM_OUTCOME_POISONED; i++)
-    if (strcmp((const char *)text, outcome_name[i]) == 0)
-      return i;
-  return IDEM_OUTCOME_RUNNING;
 }
 
 int idem__history_scan(idem__store *st, const void *key, size_t key_len,
@@ -551,24 +537,14 @@ int idem__history_scan(idem__store *st, const void *key, size_t key_len,
   int rc = stmt(st, S_HISTORY, &s);
   if (rc || (rc = bind_blob(s, 1, key, key_len)))
     return rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    idem_attempt a = IDEM_ATTEMPT_INIT;
-    a.attempt = (uint32_t)sqlite3_column_int64(s, 0);
-    a.fence = (uint64_t)sqlite3_column_int64(s, 1);
-    const unsigned char *owner = sqlite3_column_text(s, 2);
-    if (owner)
-      snprintf(a.owner, sizeof a.owner, "%s", (const char *)owner);
-    a.pid = sqlite3_column_int64(s, 3);
-    a.started_at = sqlite3_column_int64(s, 4);
-    a.ended_at = sqlite3_column_int64(s, 5);
-    a.outcome = outcome_of(sqlite3_column_text(s, 6));
-    a.message = (const char *)sqlite3_column_text(s, 7);
-    a.code = sqlite3_column_int(s, 8);
-    if (fn(ctx, &a))
-      break;
+  rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    const char *text = (const char *)sqlite3_column_text(s, 0);
+    size_t len = (size_t)sqlite3_column_bytes(s, 0);
+    rc = idem__hist_scan(text, len, fn, ctx) ? SQLITE_NOMEM : SQLITE_DONE;
   }
   sqlite3_reset(s);
-  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 int idem__row_touch(idem__store *st, const idem__fence *f, int64_t lease_until,

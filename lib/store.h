@@ -41,6 +41,8 @@ typedef struct idem__row {
   int64_t owner_pid;  /* the lease holder's process; 0 when unknown */
   int64_t owner_pidns;
   int64_t owner_start;
+  const char *history; /* history.h; read only when asked for */
+  size_t history_len;
 } idem__row;
 
 /* What a claim writes; the rest of the row is cleared. */
@@ -56,9 +58,8 @@ typedef struct idem__claim {
   int64_t created_at;
   int64_t now;
   const idem__self *self; /* the claiming process */
-  const char *owner_text; /* owner as a UUID string, for the history */
-  bool fresh;             /* the key starts anew: its history too */
-  const char *closing;    /* why an attempt still open has ended */
+  const char *history;    /* the whole new history (history.h) */
+  size_t history_len;
 } idem__claim;
 
 /* What a fenced call identifies itself with. */
@@ -90,10 +91,14 @@ int idem__tx_write(idem__store *st); /* BEGIN IMMEDIATE */
 int idem__tx_commit(idem__store *st);
 void idem__tx_rollback(idem__store *st);
 
-/* Reads the row of key; row->state is IDEM_STATE_ABSENT if none. With
- * want_result the stored result is read too. */
+/* What a get reads beyond the row's fixed columns. */
+#define IDEM__ROW_RESULT 0x1
+#define IDEM__ROW_HISTORY 0x2 /* with the result */
+
+/* Reads the row of key; row->state is IDEM_STATE_ABSENT if none. `want`
+ * is a mask of IDEM__ROW_*. */
 int idem__row_get(idem__store *st, const void *key, size_t key_len,
-                  idem__row *row, bool want_result);
+                  idem__row *row, unsigned want);
 /* Lets go of the row a get lent out (and of the read snapshot it holds
  * outside a transaction). */
 void idem__row_done(idem__store *st);
@@ -103,10 +108,9 @@ int idem__fence_floor(idem__store *st, uint64_t *out);
 
 int idem__row_claim(idem__store *st, const void *key, size_t key_len,
                     const idem__claim *c);
-/* `closing` says why an attempt still open has ended; `why` is recorded
- * with the poisoning. */
+/* history is the whole new history, the poisoning included. */
 int idem__row_poison(idem__store *st, const void *key, size_t key_len,
-                     int64_t now, const char *closing, const char *why);
+                     int64_t now, const char *history, size_t history_len);
 /* Fenced writes: *changed is 0 when the row no longer carries the fence. */
 int idem__row_finish(idem__store *st, const idem__fence *f, int state, int code,
                      const void *result, size_t len, int64_t now,

@@ -836,16 +836,18 @@ static void test_keys_with_nul_bytes(void **state) {
   assert_int_equal(s.n, 0);
 }
 
-/* The history is JSON inside the row; a reason must come back as given,
- * whatever JSON would make of it: quotes, backslashes, escapes spelled
- * out, control characters, text that is itself JSON, and UTF-8 beyond
- * ASCII up to four-byte sequences. */
+/* The history is text inside the row; a reason must come back as given,
+ * whatever an encoding would make of it: quotes, backslashes, escapes
+ * spelled out, control characters, text that looks like history lines or
+ * JSON, and UTF-8 beyond ASCII up to four-byte sequences. */
 static void test_reason_bytes_kept(void **state) {
   tu_fx *fx = fx_of(state);
   static const char *const reasons[] = {
       "say \"hi\"",
       "back\\slash \\\" \\n \\u0041 \\",
       "line1\nline2\r\n\ttab \x01\x1f\x7f",
+      "x\nc 1 1 - 0 0\ne 1 completed 0 0 -\nl 1",
+      "\\x41 \\x4 \\xzz \\",
       "{\"outcome\":\"completed\",\"x\":[1,2]}",
       "[1]",
       "null",
@@ -875,7 +877,7 @@ static void test_reason_bytes_kept(void **state) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-/* The longest reason allowed, made of characters JSON must escape, is kept
+/* The longest reason allowed, made of characters that must be escaped, is kept
  * whole; one byte more is refused and the lease stays held. */
 static void test_longest_reason(void **state) {
   tu_fx *fx = fx_of(state);

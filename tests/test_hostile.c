@@ -478,7 +478,7 @@ static int keep_message(void *ctx, const idem_attempt *at) {
 
 /* A release reason of exactly IDEM_MAX_REASON bytes of quotes, backslashes,
  * control characters, SQL and invalid UTF-8 comes back from idem_history
- * byte for byte (the history is JSON inside the row: nothing may be
+ * byte for byte (the history is text inside the row: nothing may be
  * escaped away or cut); the key stays usable after; one byte more is
  * IDEM_ETOOBIG and keeps the lease. */
 static void test_hostile_reasons(void **state) {
