@@ -589,10 +589,13 @@ typedef struct idem_attempt {
  * non-zero to stop. */
 typedef int (*idem_attempt_fn)(void *ctx, const idem_attempt *a);
 
-/* Reports every attempt of `key` since it was last created: who held it,
+/* Reports the attempts of `key` since it was last created: who held it,
  * when, and how each attempt ended, so an operator can see why a key was
  * poisoned. The history lives in the key's row and goes with it (reset,
- * purge); it keeps the last 16 attempts. *count_out (may be NULL) gets the
+ * purge). It keeps the latest attempts: always the last 4 (or all there
+ * were), and older ones while the history's text stays within 512 bytes
+ * (about 5 attempts), so that a key claimed again and again keeps a row
+ * small enough for one page. *count_out (may be NULL) gets the
  * number reported. Returns IDEM_OK, IDEM_ENOTFOUND, IDEM_EINVAL, IDEM_ETOOBIG
  * or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_history(idem_db *db, const void *key, size_t key_len,

@@ -47,18 +47,19 @@ static bool line_start(const char *text, size_t i) {
 
 void idem__hist_keep(idem__text *t, const char *old, size_t len,
                      unsigned room) {
-  unsigned starts = 0;
-  for (size_t i = 0; i < len; i++)
-    starts += old[i] == 'c' && line_start(old, i);
-  unsigned keep = room < IDEM__HISTORY_MAX ? IDEM__HISTORY_MAX - room : 0;
-  /* Events of a dropped attempt that come after the cut (a late "lost")
-   * find no start line and are skipped when read; a later cut drops them. */
-  size_t from = 0;
-  if (starts > keep) {
-    unsigned seen = 0, skip = starts - keep;
-    for (; from < len; from++)
-      if (old[from] == 'c' && line_start(old, from) && seen++ == skip)
-        break;
+  unsigned least = room < IDEM__HISTORY_MIN ? IDEM__HISTORY_MIN - room : 0;
+  /* Walks back over the attempts' start lines, newest first. Events of a
+   * dropped attempt that come after the cut (a late "lost") find no start
+   * line and are skipped when read; a later cut drops them. */
+  size_t from = len;
+  unsigned kept = 0;
+  for (size_t i = len; i-- > 0;) {
+    if (old[i] != 'c' || !line_start(old, i))
+      continue;
+    if (kept >= least && len - i > IDEM__HISTORY_BYTES)
+      break;
+    kept++;
+    from = i;
   }
   if (from < len)
     append(t, old + from, len - from);

@@ -15,8 +15,8 @@
  *
  * Lines rather than JSON: ending an attempt is then a concatenation inside
  * the fenced UPDATE, with nothing parsed. Only a claim or a poisoning,
- * which read the row anyway, rewrite the text, to keep the last
- * IDEM__HISTORY_MAX attempts.
+ * which read the row anyway, rewrite the text, to drop the oldest
+ * attempts.
  */
 #ifndef IDEM_HISTORY_H
 #define IDEM_HISTORY_H
@@ -27,7 +27,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IDEM__HISTORY_MAX 16
+/* The attempts kept: the older ones only while their text stays within
+ * IDEM__HISTORY_BYTES, but never fewer than the last IDEM__HISTORY_MIN.
+ * The byte bound keeps a row that is claimed again and again within one
+ * b-tree page: a row that spills onto an overflow page makes every write
+ * to it free and allocate that page, three times the pages per commit. */
+#define IDEM__HISTORY_MIN 4
+#define IDEM__HISTORY_BYTES 512
 
 /* A growing text; `failed` is set, and the text left as it was, when an
  * allocation fails. */
@@ -40,7 +46,7 @@ typedef struct idem__text {
 void idem__text_free(idem__text *t);
 
 /* Appends the end of an old history that leaves room for `room` more
- * attempts within IDEM__HISTORY_MAX. */
+ * attempts within the bounds above. */
 void idem__hist_keep(idem__text *t, const char *old, size_t len, unsigned room);
 /* owner is a UUID string, or NULL for a poisoning. */
 void idem__hist_start(idem__text *t, uint64_t fence, uint32_t attempt,

@@ -68,6 +68,8 @@ static void seen_clear(seen *s) {
 /* The history of a key that has one, checked for what holds of every
  * history: the count matches the calls, and attempts are numbered on from
  * `first` without a gap. */
+/* first == 0: the oldest attempts were dropped, so the history starts
+ * wherever it does, and goes on without a gap. */
 static void history_from(idem_db *db, const void *key, size_t len,
                          uint32_t first, seen *s) {
   seen_clear(s);
@@ -78,6 +80,8 @@ static void history_from(idem_db *db, const void *key, size_t len,
   assert_false(s->overflow);
   assert_false(s->bad_version);
   assert_int_equal(count, s->n);
+  if (first == 0 && s->n)
+    first = s->a[0].attempt;
   for (unsigned i = 0; i < s->n; i++)
     assert_int_equal(s->a[i].attempt, first + i);
 }
@@ -640,37 +644,65 @@ static void test_history_restarts_after_retention(void **state) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-/* idem.h: the history keeps the last 16 attempts. A key retried without
- * a limit keeps the latest ones, oldest first, the running one last. */
-#define HISTORY_KEPT 16
+/* idem.h: the history keeps the last 4 attempts, and older ones while its
+ * text stays within 512 bytes. */
+#define HISTORY_LEAST 4
 
-static void test_history_keeps_the_last(void **state) {
-  tu_fx *fx = fx_of(state);
-  idem_options o = fx->opts;
-  o.max_attempts = 0;
-  idem_db *db = open_with(fx, &o);
-  seen s = {0};
-  const uint32_t total = HISTORY_KEPT + 5;
-  char why[32];
-  claimed c;
-  for (uint32_t i = 1; i < total; i++) {
+/* Claims the key `times` times, releasing each attempt with `why(i)`. */
+static void retry(tu_fx *fx, idem_db *db, uint32_t times,
+                  const char *(*why)(uint32_t i, char *buf, size_t size)) {
+  char buf[256];
+  for (uint32_t i = 1; i <= times; i++) {
     tu_clock_advance(&fx->clock, 10);
-    c = claim_on(fx, db, "k", 1);
-    snprintf(why, sizeof why, "try %u", (unsigned)i);
-    assert_int_equal(idem_release(c.lease, why), IDEM_OK);
+    claimed c = claim_on(fx, db, "k", 1);
+    assert_int_equal(idem_release(c.lease, why(i, buf, sizeof buf)), IDEM_OK);
     idem_lease_free(c.lease);
   }
+}
+
+static const char *why_try(uint32_t i, char *buf, size_t size) {
+  snprintf(buf, size, "try %u", (unsigned)i);
+  return buf;
+}
+
+static const char *why_long(uint32_t i, char *buf, size_t size) {
+  (void)i;
+  memset(buf, 'r', size - 1);
+  buf[size - 1] = '\0';
+  return buf;
+}
+
+static const char *why_none(uint32_t i, char *buf, size_t size) {
+  (void)i;
+  (void)buf;
+  (void)size;
+  return NULL;
+}
+
+static idem_db *open_unlimited(tu_fx *fx) {
+  idem_options o = fx->opts;
+  o.max_attempts = 0;
+  return open_with(fx, &o);
+}
+
+/* A key retried without a limit keeps its latest attempts, oldest first,
+ * without a gap, the running one last; the oldest are gone. */
+static void test_history_keeps_the_last(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *db = open_unlimited(fx);
+  seen s = {0};
+  const uint32_t total = 40;
+  retry(fx, db, total - 1, why_try);
   tu_clock_advance(&fx->clock, 10);
-  c = claim_on(fx, db, "k", 1);
+  claimed c = claim_on(fx, db, "k", 1);
   assert_int_equal(c.attempt, total);
-  const uint32_t first = total - HISTORY_KEPT + 1;
-  history_from(db, "k", 1, first, &s);
-  assert_int_equal(s.n, HISTORY_KEPT);
+  history_from(db, "k", 1, 0, &s);
+  assert_in_range(s.n, HISTORY_LEAST, total - 1);
   assert_fences_increase(&s);
+  char why[32];
   for (unsigned i = 0; i + 1 < s.n; i++) {
-    snprintf(why, sizeof why, "try %u", (unsigned)(first + i));
     assert_int_equal(s.a[i].outcome, IDEM_OUTCOME_RELEASED);
-    assert_string_equal(s.a[i].message, why);
+    assert_string_equal(s.a[i].message, why_try(s.a[i].attempt, why, 32));
   }
   assert_attempt_of(&s.a[s.n - 1], &c);
   assert_running(&s.a[s.n - 1]);
@@ -680,24 +712,43 @@ static void test_history_keeps_the_last(void **state) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
+/* The byte bound decides how many: attempts with long reasons leave only
+ * the last 4, short ones leave more. */
+static void test_history_bound_is_bytes(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *db = open_unlimited(fx);
+  seen s = {0};
+  retry(fx, db, 12, why_long);
+  history_from(db, "k", 1, 0, &s);
+  assert_int_equal(s.n, HISTORY_LEAST);
+  assert_int_equal(s.a[s.n - 1].attempt, 12);
+  assert_int_equal(strlen(s.a[0].message), 255);
+
+  /* Short attempts push the long ones out and keep more than 4. */
+  retry(fx, db, 12, why_none);
+  history_from(db, "k", 1, 0, &s);
+  assert_in_range(s.n, HISTORY_LEAST + 1, 11);
+  assert_int_equal(s.a[s.n - 1].attempt, 24);
+  for (unsigned i = 0; i < s.n; i++)
+    assert_null(s.a[i].message);
+  seen_clear(&s);
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
 /* The refused attempt that poisons a key with more attempts than the
  * history keeps is the one an operator needs: it is kept, last. */
 static void test_history_keeps_the_poisoning(void **state) {
   tu_fx *fx = fx_of(state);
   idem_options o = fx->opts;
-  o.max_attempts = HISTORY_KEPT + 3;
+  o.max_attempts = 20;
   idem_db *db = open_with(fx, &o);
   seen s = {0};
-  for (uint32_t i = 0; i < o.max_attempts; i++) {
-    claimed c = claim_on(fx, db, "k", 1);
-    assert_int_equal(idem_release(c.lease, NULL), IDEM_OK);
-    idem_lease_free(c.lease);
-  }
+  retry(fx, db, o.max_attempts, why_none);
   idem_answer a = IDEM_ANSWER_INIT;
   assert_int_equal(tu_begin(db, "k", &a), IDEM_POISONED);
   idem_answer_clear(&a);
-  history_from(db, "k", 1, o.max_attempts + 2 - HISTORY_KEPT, &s);
-  assert_int_equal(s.n, HISTORY_KEPT);
+  history_from(db, "k", 1, 0, &s);
+  assert_in_range(s.n, HISTORY_LEAST, o.max_attempts);
   const idem_attempt *p = &s.a[s.n - 1];
   assert_int_equal(p->attempt, o.max_attempts + 1);
   assert_int_equal(p->outcome, IDEM_OUTCOME_POISONED);
@@ -856,22 +907,19 @@ static void test_reason_bytes_kept(void **state) {
       " ",
   };
   enum { N = sizeof reasons / sizeof reasons[0] };
-  idem_options o = fx->opts;
-  o.max_attempts = 0;
-  idem_db *db = open_with(fx, &o);
+  idem_db *db = open_unlimited(fx);
   seen s = {0};
   for (size_t i = 0; i < N; i++) {
     claimed c = claim_on(fx, db, "k", 1);
     assert_int_equal(idem_release(c.lease, reasons[i]), IDEM_OK);
     idem_lease_free(c.lease);
-  }
-  history_of(db, "k", &s);
-  assert_int_equal(s.n, N);
-  for (size_t i = 0; i < N; i++) {
-    assert_int_equal(s.a[i].outcome, IDEM_OUTCOME_RELEASED);
-    assert_non_null(s.a[i].message);
-    assert_int_equal(strlen(s.a[i].message), strlen(reasons[i]));
-    assert_memory_equal(s.a[i].message, reasons[i], strlen(reasons[i]) + 1);
+    history_from(db, "k", 1, 0, &s);
+    const idem_attempt *last = &s.a[s.n - 1];
+    assert_int_equal(last->attempt, i + 1);
+    assert_int_equal(last->outcome, IDEM_OUTCOME_RELEASED);
+    assert_non_null(last->message);
+    assert_int_equal(strlen(last->message), strlen(reasons[i]));
+    assert_memory_equal(last->message, reasons[i], strlen(reasons[i]) + 1);
   }
   seen_clear(&s);
   assert_int_equal(idem_close(db), IDEM_OK);
@@ -925,6 +973,7 @@ int main(void) {
       TO(test_reset_state_clears_history),
       TO(test_history_restarts_after_retention),
       TO(test_history_keeps_the_last),
+      TO(test_history_bound_is_bytes),
       TO(test_history_keeps_the_poisoning),
       TO(test_missing_key),
       TO(test_bad_arguments),
