@@ -365,54 +365,59 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
   return answer;
 }
 
+/* The lease object is made only for a begin that may claim: an answer
+ * from the snapshot needs none. */
 static int begin_locked(idem_db *db, const void *key, size_t key_len,
-                        const idem_begin_opts *bo, idem_lease *l,
+                        const idem_begin_opts *bo, idem_lease **lp,
                         idem_answer *out, bool *poisoned_now) {
   idem__time now;
   idem__time_of(db, &now);
   int src = 0;
   int answer = begin_read(db, key, key_len, bo ? bo->fingerprint : NULL,
                           bo ? bo->fingerprint_len : 0, &now, out, &src);
-  if (answer == 0 && src == 0)
-    answer =
-        begin_write(db, key, key_len, bo, &now, l, out, &src, poisoned_now);
+  if (answer || src)
+    goto done;
+  if (!(*lp = lease_new(db, key, key_len)))
+    return idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
+  answer =
+      begin_write(db, key, key_len, bo, &now, *lp, out, &src, poisoned_now);
+done:
   if (src == 0)
     return answer;
   int code =
       idem__storage_error(db, src, "begin", idem__store_errmsg(db->store));
   if (db->opt.fail_policy != IDEM_FAIL_OPEN || code == IDEM_ENOMEM)
     return code;
+  if (!*lp && !(*lp = lease_new(db, key, key_len)))
+    return idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
   /* Fail open: the caller asked for a run without protection rather than
    * none; say so loudly. */
   idem__log(db, IDEM_LOG_ERROR,
             "%s: running a job unguarded after a storage error "
             "(IDEM_FAIL_OPEN)",
             db->path);
-  l->unguarded = true;
+  (*lp)->unguarded = true;
   out->status = IDEM_CLAIMED;
   out->unguarded = 1;
   return IDEM_CLAIMED;
 }
 
-/* One begin attempt, with its lease object made and registered. */
+/* One begin attempt; a claim's lease is registered with the handle. The
+ * arguments are checked first when `check` is set, under the same lock. */
 static int begin_once(idem_db *db, const void *key, size_t key_len,
-                      const idem_begin_opts *bo, idem_answer *out) {
-  idem_lease *l = lease_new(db, key, key_len);
-  if (!l) {
-    idem__lock(db);
-    int code = idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
-    idem__unlock(db);
-    return code;
-  }
+                      const idem_begin_opts *bo, idem_answer *out, bool check) {
+  idem_lease *l = NULL;
   bool poisoned_now = false;
   idem__lock(db);
-  int answer = begin_locked(db, key, key_len, bo, l, out, &poisoned_now);
+  int answer = check ? check_begin(db, key, key_len, bo, out) : 0;
+  if (answer == 0)
+    answer = begin_locked(db, key, key_len, bo, &l, out, &poisoned_now);
   idem__unlock(db);
   if (answer == IDEM_CLAIMED) {
     atomic_fetch_add(&db->n_claims, 1);
     lease_register(l, !l->unguarded);
     out->lease = l;
-  } else {
+  } else if (l) {
     idem__lease_unref(l);
   }
   if (poisoned_now) {
@@ -430,20 +435,17 @@ int idem_begin(idem_db *db, const void *key, size_t key_len,
                const idem_begin_opts *bo, idem_answer *out) {
   if (!db)
     return IDEM_EINVAL;
-  idem__lock(db);
-  int code = check_begin(db, key, key_len, bo, out);
-  idem__unlock(db);
-  if (code)
-    return code;
-  int64_t wait = bo ? bo->wait_ms : 0;
+  int64_t wait = bo && bo->version >= 1 ? bo->wait_ms : 0;
+  if (wait == 0)
+    return begin_once(db, key, key_len, bo, out, true);
   int64_t deadline = idem__now(db, IDEM_CLOCK_LEASE) + wait;
   int64_t nap = 1;
-  for (;;) {
+  for (bool first = true;; first = false) {
     pthread_mutex_lock(&db->reg);
     uint64_t ends = db->ends;
     pthread_mutex_unlock(&db->reg);
-    int answer = begin_once(db, key, key_len, bo, out);
-    if (answer != IDEM_BUSY || wait == 0)
+    int answer = begin_once(db, key, key_len, bo, out, first);
+    if (answer != IDEM_BUSY)
       return answer;
     int64_t left = deadline - idem__now(db, IDEM_CLOCK_LEASE);
     if (wait > 0 && left <= 0)
