@@ -60,6 +60,33 @@ class Call:
         return self.end_t if self.end_t is not None else self.invoke_t
 
 
+# idem.h: the history keeps at least the last 4 attempts.
+HISTORY_LEAST = 4
+
+
+def parse_history(text):
+    """The attempts of a row's history text (lib/history.h: one line per
+    event), oldest first, as dicts."""
+    attempts = []
+
+    def of_fence(fence):
+        for a in reversed(attempts):
+            if a["fence"] == fence:
+                return a
+        return {}
+
+    for line in (text or "").split("\n"):
+        f = line.split(" ")
+        if f[0] == "c" and len(f) >= 6:
+            attempts.append({"fence": int(f[1]), "attempt": int(f[2]), "owner": f[3],
+                             "pid": int(f[4]), "started": int(f[5])})
+        elif f[0] == "e" and len(f) >= 6:
+            of_fence(int(f[1])).update(outcome=f[2], ended=int(f[3]), code=int(f[4]))
+        elif f[0] == "l" and len(f) == 2:
+            of_fence(int(f[1])).update(outcome="lost")
+    return attempts
+
+
 def read_jsonl(path):
     """The objects of a JSON-lines file; a torn last line is dropped."""
     with open(path, "rb") as f:
@@ -157,7 +184,7 @@ class Checker:
                     "attempts": attempts,
                     "fence": fence,
                     "hash": fnv1a64(result) if result is not None else None,
-                    "history": json.loads(history) if history else [],
+                    "history": parse_history(history),
                 }
             return rows
         finally:
@@ -308,8 +335,16 @@ class Checker:
         if row["attempts"] > self.max_attempts:
             self.fail(key, "%d attempts, max_attempts is %d"
                       % (row["attempts"], self.max_attempts))
-        last_fence, last_attempt = 0, 0
-        for h in row["history"]:
+        hist = row["history"]
+        total = row["attempts"] + (1 if row["state"] == 4 else 0)
+        if len(hist) < min(HISTORY_LEAST, total):
+            self.fail(key, "history keeps %d of %d attempts" % (len(hist), total))
+        if hist and hist[-1].get("attempt") != total:
+            self.fail(key, "history ends at attempt %s, the row has %d"
+                      % (hist[-1].get("attempt"), total))
+        last_fence = 0
+        last_attempt = hist[0].get("attempt", 1) - 1 if hist else 0
+        for h in hist:
             outcome, attempt, fence = h.get("outcome"), h.get("attempt"), h.get("fence")
             if attempt != last_attempt + 1:
                 self.fail(key, "history: attempt %s follows %d" % (attempt, last_attempt))
@@ -331,10 +366,15 @@ class Checker:
                           "claim said attempt %s of pid %s"
                           % (fence, attempt, h.get("pid"), claim.attempt, claim.pid))
             self.check_outcome(key, calls, claim, outcome)
-        # Every claim since the last reset is in the row's history.
-        in_history = {h.get("fence") for h in row["history"]}
+        # Every claim since the last reset is in the row's history, but for
+        # the oldest attempts, which a long history drops.
+        in_history = {h.get("fence") for h in hist}
+        dropped_below = 0
+        if hist and hist[0].get("attempt", 1) > 1:
+            dropped_below = min(in_history - {0}, default=0)
         for fence, c in claim_of.items():
-            if epoch(c.invoke_t) == last_epoch and fence not in in_history:
+            if epoch(c.invoke_t) == last_epoch and fence not in in_history \
+                    and fence >= dropped_below:
                 self.fail(key, "claim of fence %d is missing from the history" % fence)
 
     def check_outcome(self, key, calls, claim, outcome):

@@ -65,6 +65,19 @@ def good_history():
     return files, row
 
 
+def history_text(entries):
+    """The row's history as the library writes it (lib/history.h)."""
+    lines = []
+    for h in entries:
+        fence, outcome = h["fence"], h.get("outcome")
+        lines.append("c %d %d - %d 0" % (fence, h["attempt"], h.get("pid", 0)))
+        if outcome == "lost":
+            lines += ["e %d expired 0 0 -" % fence, "l %d" % fence]
+        elif outcome:
+            lines.append("e %d %s 0 0 -" % (fence, outcome))
+    return "".join(line + "\n" for line in lines)
+
+
 def write_case(files, row, torn=""):
     d = tempfile.mkdtemp(prefix="idem-chaos-selftest-")
     hist = os.path.join(d, "history")
@@ -82,7 +95,7 @@ def write_case(files, row, torn=""):
                  "attempts INTEGER, fence INTEGER, result BLOB, history TEXT)")
     conn.execute("INSERT INTO idem_keys VALUES (?, ?, ?, ?, ?, ?)",
                  (KEY.encode(), row["state"], row["attempts"], row["fence"],
-                  row["result"].encode(), json.dumps(row["history"])))
+                  row["result"].encode(), history_text(row["history"])))
     conn.commit()
     conn.close()
     return d, hist, db
@@ -126,6 +139,14 @@ def doctor_too_many_attempts(files, row):
     row["history"].insert(1, {"attempt": 2, "fence": 0, "outcome": "released"})
 
 
+def doctor_claim_dropped(files, row):
+    del row["history"][0]
+
+
+def doctor_history_short(files, row):
+    row["history"].pop()
+
+
 def doctor_stored_by_nobody(files, row):
     row["result"] = "forged"
 
@@ -141,6 +162,8 @@ CASES = [
     ("a run after poisoning", doctor_poisoned_runs, 1, ""),
     ("attempts over the limit", doctor_too_many_attempts, 1, ""),
     ("a stored result nobody wrote", doctor_stored_by_nobody, 1, ""),
+    ("a claim missing from the history", doctor_claim_dropped, 1, ""),
+    ("a history without its last attempt", doctor_history_short, 1, ""),
 ]
 
 
