@@ -191,9 +191,15 @@ static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
     pthread_cond_signal(&db->hb_wake);
   }
   pthread_mutex_unlock(&db->reg);
-  if (!thread)
-    (void)sqlite3_wal_checkpoint_v2(conn, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
-                                    NULL);
+  if (thread)
+    return SQLITE_OK;
+  /* Past the bound, wait out a pass of the heartbeat's connection rather
+   * than have this checkpoint refused as busy while the WAL keeps
+   * growing. hb_mu is never held while waiting for db->mu. */
+  pthread_mutex_lock(&db->hb_mu);
+  (void)sqlite3_wal_checkpoint_v2(conn, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                  NULL);
+  pthread_mutex_unlock(&db->hb_mu);
   return SQLITE_OK;
 }
 
@@ -256,6 +262,13 @@ int idem_heartbeat(idem_db *db, unsigned *lost_out) {
   return code;
 }
 
+static bool past(const struct timespec *t) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > t->tv_sec ||
+         (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
 static void *heartbeat_main(void *arg) {
   idem_db *db = arg;
   int64_t ms = db->opt.heartbeat_ms;
@@ -269,15 +282,22 @@ static void *heartbeat_main(void *arg) {
       next.tv_sec++;
       next.tv_nsec -= 1000000000L;
     }
-    /* Checkpoints asked for in between do not move the next round. */
-    while (!db->hb_stop &&
-           pthread_cond_timedwait(&db->hb_wake, &db->reg, &next) == 0) {
+    /* Checkpoints asked for in between do not move the next round. A
+     * request made while a checkpoint ran is served before waiting again:
+     * the hook signals once per request, and that signal found no
+     * waiter. */
+    while (!db->hb_stop) {
       if (db->ckpt_wanted) {
         db->ckpt_wanted = false;
         pthread_mutex_unlock(&db->reg);
         checkpoint(db);
         pthread_mutex_lock(&db->reg);
+        if (!past(&next))
+          continue;
+        break;
       }
+      if (pthread_cond_timedwait(&db->hb_wake, &db->reg, &next) != 0)
+        break;
     }
     if (db->hb_stop)
       break;

@@ -158,8 +158,11 @@ int idem__schema_configure(sqlite3 *conn, int synchronous, bool readonly,
   if (!wal)
     return SQLITE_CANTOPEN; /* e.g. a VFS without shared memory */
   /* The WAL is cut back to this size after a checkpoint, so one burst of
-   * writes does not keep its disk space for good. */
-  rc = sqlite3_exec(conn, "PRAGMA journal_size_limit = 8388608", NULL, NULL,
+   * writes does not keep its disk space for good. It is above the size the
+   * checkpoints hold the WAL to (heartbeat.c), or every restart of the WAL
+   * under a steady writer would cost that writer a truncate of milliseconds
+   * and the file system the blocks to grow it again. */
+  rc = sqlite3_exec(conn, "PRAGMA journal_size_limit = 33554432", NULL, NULL,
                     NULL);
   if (rc != SQLITE_OK)
     return rc;
