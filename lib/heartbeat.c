@@ -180,14 +180,24 @@ static void checkpoint(idem_db *db) {
  * would, which bounds the WAL. */
 #define CHECKPOINT_PAGES_MAX (4 * CHECKPOINT_PAGES)
 
+/* New frames between two passes of the thread: a checkpoint that runs
+ * again at once copies the same hot pages again, while one that waits too
+ * long leaves the writer at the bound much to copy. */
+#define CHECKPOINT_STEP 256
+
 static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
   idem_db *db = arg;
   if (pages < CHECKPOINT_PAGES)
     return SQLITE_OK;
   pthread_mutex_lock(&db->reg);
   bool thread = db->hb_running && !db->hb_stop && pages < CHECKPOINT_PAGES_MAX;
-  if (thread && !db->ckpt_wanted) {
+  /* A pass costs the same for few new frames as for many: ask for the next
+   * one only once the WAL has grown by a step, or has started over. */
+  bool grown =
+      pages < db->ckpt_pages || pages >= db->ckpt_pages + CHECKPOINT_STEP;
+  if (thread && !db->ckpt_wanted && grown) {
     db->ckpt_wanted = true;
+    db->ckpt_pages = pages;
     pthread_cond_signal(&db->hb_wake);
   }
   pthread_mutex_unlock(&db->reg);

@@ -50,6 +50,7 @@ struct idem_db {
   pthread_mutex_t mu;
   idem__store *store; /* main connection, under mu */
   char errmsg[512];   /* under mu */
+  bool claiming;      /* under mu: the last begin claimed (lease.c) */
 
   pthread_mutex_t reg;
   pthread_cond_t ended; /* a lease of this handle ended (under reg) */
@@ -60,6 +61,7 @@ struct idem_db {
   bool hb_running;  /* under reg */
   bool hb_stop;     /* under reg; hb_wake is signalled when it is set */
   bool ckpt_wanted; /* under reg: the WAL wants a checkpoint */
+  int ckpt_pages;   /* under reg: the WAL's size at the last request */
   pthread_cond_t hb_wake;
 
   pthread_mutex_t hb_mu;

@@ -301,13 +301,13 @@ static int begin_read(idem_db *db, const void *key, size_t key_len,
 /* One begin, without waiting. Under db->mu. */
 static int begin_write(idem_db *db, const void *key, size_t key_len,
                        const idem_begin_opts *bo, const idem__time *now,
-                       idem_lease *l, idem_answer *out, int *sqlite_rc,
-                       bool *poisoned_now) {
+                       bool wait, idem_lease *l, idem_answer *out,
+                       int *sqlite_rc, bool *poisoned_now) {
   const void *fp = bo ? bo->fingerprint : NULL;
   size_t fp_len = bo ? bo->fingerprint_len : 0;
   idem__row row;
   idem__decision d;
-  int rc = idem__tx_write(db->store);
+  int rc = wait ? idem__tx_write(db->store) : idem__tx_write_now(db->store);
   if (rc == 0)
     rc = idem__row_get(db->store, key, key_len, &row,
                        IDEM__ROW_RESULT | IDEM__ROW_HISTORY);
@@ -367,20 +367,44 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
 
 /* The lease object is made only for a begin that may claim: an answer
  * from the snapshot needs none. */
+static bool lease_for(idem_db *db, const void *key, size_t key_len,
+                      idem_lease **lp) {
+  if (!*lp && !(*lp = lease_new(db, key, key_len)))
+    idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
+  return *lp != NULL;
+}
+
 static int begin_locked(idem_db *db, const void *key, size_t key_len,
                         const idem_begin_opts *bo, idem_lease **lp,
                         idem_answer *out, bool *poisoned_now) {
   idem__time now;
   idem__time_of(db, &now);
-  int src = 0;
-  int answer = begin_read(db, key, key_len, bo ? bo->fingerprint : NULL,
-                          bo ? bo->fingerprint_len : 0, &now, out, &src);
+  int src = 0, answer = 0;
+  /* A handle whose last begin claimed is likely running new keys, which
+   * the snapshot cannot answer: it tries the write lock first, but only if
+   * it is free, so that an answer the snapshot can give never waits for
+   * another writer. A begin under the lock that finds an answer sends the
+   * handle back to the snapshot first. */
+  if (db->claiming) {
+    if (!lease_for(db, key, key_len, lp))
+      return IDEM_ENOMEM;
+    answer = begin_write(db, key, key_len, bo, &now, false, *lp, out, &src,
+                         poisoned_now);
+    if ((src & 0xff) != SQLITE_BUSY)
+      goto wrote;
+    src = 0;
+  }
+  answer = begin_read(db, key, key_len, bo ? bo->fingerprint : NULL,
+                      bo ? bo->fingerprint_len : 0, &now, out, &src);
   if (answer || src)
     goto done;
-  if (!(*lp = lease_new(db, key, key_len)))
-    return idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
-  answer =
-      begin_write(db, key, key_len, bo, &now, *lp, out, &src, poisoned_now);
+  if (!lease_for(db, key, key_len, lp))
+    return IDEM_ENOMEM;
+  answer = begin_write(db, key, key_len, bo, &now, true, *lp, out, &src,
+                       poisoned_now);
+wrote:
+  if (src == 0)
+    db->claiming = answer == IDEM_CLAIMED;
 done:
   if (src == 0)
     return answer;
@@ -388,8 +412,8 @@ done:
       idem__storage_error(db, src, "begin", idem__store_errmsg(db->store));
   if (db->opt.fail_policy != IDEM_FAIL_OPEN || code == IDEM_ENOMEM)
     return code;
-  if (!*lp && !(*lp = lease_new(db, key, key_len)))
-    return idem__error(db, IDEM_ENOMEM, "out of memory for a lease");
+  if (!lease_for(db, key, key_len, lp))
+    return IDEM_ENOMEM;
   /* Fail open: the caller asked for a run without protection rather than
    * none; say so loudly. */
   idem__log(db, IDEM_LOG_ERROR,

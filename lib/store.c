@@ -156,11 +156,14 @@ struct idem__store {
   sqlite3_stmt *borrowed; /* a stepped statement whose columns a row uses */
   int busy_timeout_ms;
   int64_t busy_since;
+  bool no_wait;  /* the busy handler gives up at once */
   char msg[256]; /* errors of our own, e.g. a failed prepare */
 };
 
 static int busy_wait(void *arg, int count) {
   idem__store *st = arg;
+  if (st->no_wait)
+    return 0;
   int64_t now = idem__monotonic_ms();
   if (count == 0)
     st->busy_since = now;
@@ -319,6 +322,13 @@ int idem__tx_read(idem__store *st) {
 int idem__tx_write(idem__store *st) {
   st->msg[0] = '\0';
   return simple(st, S_BEGIN_WRITE);
+}
+
+int idem__tx_write_now(idem__store *st) {
+  st->no_wait = true;
+  int rc = idem__tx_write(st);
+  st->no_wait = false;
+  return rc;
 }
 
 int idem__tx_commit(idem__store *st) {

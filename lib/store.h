@@ -88,6 +88,8 @@ struct sqlite3 *idem__store_conn(idem__store *st);
 
 int idem__tx_read(idem__store *st);  /* a read snapshot */
 int idem__tx_write(idem__store *st); /* BEGIN IMMEDIATE */
+/* BEGIN IMMEDIATE, but SQLITE_BUSY at once when the lock is held. */
+int idem__tx_write_now(idem__store *st);
 int idem__tx_commit(idem__store *st);
 void idem__tx_rollback(idem__store *st);
 

@@ -182,7 +182,8 @@ static void test_write_lock_gives_ebusy(void **state) {
     idem_answer_clear(&a);
   }
   assert_int_equal(idem_lease_lost(l), 0);
-  /* Reads need no write lock. */
+  /* Reads need no write lock, even on a handle whose last begin claimed,
+   * which tries the write lock first ("held" was claimed last). */
   tu_assert_completed(db, "done", "D");
   idem_record r = IDEM_RECORD_INIT;
   assert_int_equal(tu_get(db, "new", &r), IDEM_ENOTFOUND);
