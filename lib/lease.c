@@ -437,7 +437,8 @@ static int begin_once(idem_db *db, const void *key, size_t key_len,
   if (answer == 0)
     answer = begin_locked(db, key, key_len, bo, &l, out, &poisoned_now);
   idem__unlock(db);
-  if (answer == IDEM_CLAIMED) {
+  /* Only the write path claims, and it always has a lease. */
+  if (answer == IDEM_CLAIMED && l) {
     atomic_fetch_add(&db->n_claims, 1);
     lease_register(l, !l->unguarded);
     out->lease = l;
