@@ -384,13 +384,16 @@ static int begin_locked(idem_db *db, const void *key, size_t key_len,
    * the snapshot cannot answer: it tries the write lock first, but only if
    * it is free, so that an answer the snapshot can give never waits for
    * another writer. A begin under the lock that finds an answer sends the
-   * handle back to the snapshot first. */
+   * handle back to the snapshot first. Any failure of the first try
+   * leaves the begin to the usual path. */
   if (db->claiming) {
     if (!lease_for(db, key, key_len, lp))
       return IDEM_ENOMEM;
     answer = begin_write(db, key, key_len, bo, &now, false, *lp, out, &src,
                          poisoned_now);
-    if ((src & 0xff) != SQLITE_BUSY)
+    /* Busy, or e.g. inside the application's own transaction (a handle
+     * of idem_open_db): the usual path answers or tells. */
+    if (src == 0)
       goto wrote;
     src = 0;
   }

@@ -157,6 +157,7 @@ struct idem__store {
   int busy_timeout_ms;
   int64_t busy_since;
   bool no_wait;  /* the busy handler gives up at once */
+  bool own_tx;   /* the open transaction is ours, not the application's */
   char msg[256]; /* errors of our own, e.g. a failed prepare */
 };
 
@@ -314,14 +315,19 @@ static int simple(idem__store *st, int id) {
 
 /* A transaction starts a new operation: the message of an old error no
  * longer applies. */
-int idem__tx_read(idem__store *st) {
+static int tx_begin(idem__store *st, int id) {
   st->msg[0] = '\0';
-  return simple(st, S_BEGIN_READ);
+  int rc = simple(st, id);
+  st->own_tx = rc == SQLITE_OK;
+  return rc;
+}
+
+int idem__tx_read(idem__store *st) {
+  return tx_begin(st, S_BEGIN_READ);
 }
 
 int idem__tx_write(idem__store *st) {
-  st->msg[0] = '\0';
-  return simple(st, S_BEGIN_WRITE);
+  return tx_begin(st, S_BEGIN_WRITE);
 }
 
 int idem__tx_write_now(idem__store *st) {
@@ -332,7 +338,10 @@ int idem__tx_write_now(idem__store *st) {
 }
 
 int idem__tx_commit(idem__store *st) {
-  return simple(st, S_COMMIT);
+  int rc = simple(st, S_COMMIT);
+  if (rc == SQLITE_OK)
+    st->own_tx = false;
+  return rc;
 }
 
 void idem__tx_rollback(idem__store *st) {
@@ -340,8 +349,12 @@ void idem__tx_rollback(idem__store *st) {
    * failure's words for the caller's report. */
   if (!st->msg[0] && sqlite3_errcode(st->conn) != SQLITE_OK)
     snprintf(st->msg, sizeof st->msg, "%s", sqlite3_errmsg(st->conn));
-  if (!sqlite3_get_autocommit(st->conn))
+  /* A BEGIN that failed began nothing: the transaction open on the
+   * connection, if any, is the application's (idem_open_db), and not ours
+   * to roll back. */
+  if (st->own_tx && !sqlite3_get_autocommit(st->conn))
     (void)simple(st, S_ROLLBACK);
+  st->own_tx = false;
 }
 
 static void copy16(const void *p, int n, unsigned char out[16], bool *has) {

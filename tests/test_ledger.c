@@ -282,6 +282,27 @@ static void test_misuse(void **state) {
   assert_int_equal(idem_complete(a.lease, "x", 1), IDEM_OK);
   idem_lease_free(a.lease);
   idem_answer_clear(&a);
+  /* Inside the application's own transaction a cached answer is still
+   * given, though the handle's last begin claimed, which has it try the
+   * write lock first. */
+  exec_ok(c, "BEGIN");
+  assert_int_equal(idem_begin(d, "k", 1, NULL, &a), IDEM_COMPLETED);
+  assert_int_equal(a.result_len, 1);
+  idem_answer_clear(&a);
+  exec_ok(c, "COMMIT");
+  /* A call that needs a transaction of its own fails inside the
+   * application's, and leaves the application's open and whole. */
+  exec_ok(c, "CREATE TABLE app_rows (x)");
+  assert_int_equal(idem_begin(d, "k2", 2, NULL, &a), IDEM_CLAIMED);
+  exec_ok(c, "BEGIN");
+  exec_ok(c, "INSERT INTO app_rows VALUES (1)");
+  assert_true(idem_complete(a.lease, "y", 1) < 0);
+  assert_int_equal(sqlite3_get_autocommit(c), 0);
+  exec_ok(c, "COMMIT");
+  assert_int_equal(query_int(c, "SELECT count(*) FROM app_rows"), 1);
+  assert_int_equal(idem_complete(a.lease, "y", 1), IDEM_OK);
+  idem_lease_free(a.lease);
+  idem_answer_clear(&a);
   assert_int_equal(idem_close(d), IDEM_OK);
 
   /* A handle of its own has no application transaction to join. */
