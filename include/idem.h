@@ -324,8 +324,11 @@ IDEM_EXPORT int idem_open(idem_db **out, const char *path,
  * The connection stays the application's: it must outlive the handle, and
  * idem_close() does not close it (it leaves a busy timeout in place of the
  * handler). Call idem_begin() and the other calls outside the
- * application's transactions, except idem_complete_in_tx(); the handle and
- * the connection are used by one thread at a time. The heartbeat opens its
+ * application's transactions, except idem_complete_in_tx(): inside one, a
+ * call that must write fails with a storage error and leaves the
+ * application's transaction open and unchanged (libidem never ends a
+ * transaction it did not begin). The handle and the connection are used by
+ * one thread at a time. The heartbeat opens its
  * own connection to the same file.
  * Returns what idem_open() returns; IDEM_EINVAL for a NULL, in-memory or
  * temporary connection or IDEM_OPEN_READONLY; IDEM_EMISUSE if a
