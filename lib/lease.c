@@ -152,6 +152,19 @@ static const char *closing_reason(const idem__row *row, const idem__time *now,
   return buf;
 }
 
+/* The row's history as a claim or a poisoning goes on from it: the
+ * attempts kept, and the end of one the row still shows running, which
+ * ended before another call could take the key. */
+static void carry_history(idem__text *hist, const idem__row *row,
+                          const idem__time *now) {
+  char why[64];
+  const char *closing = closing_reason(row, now, why, sizeof why);
+  idem__hist_keep(hist, row->history, row->history_len, 1);
+  if (closing)
+    idem__hist_end(hist, row->fence, IDEM_OUTCOME_EXPIRED, now->wall, 0,
+                   closing);
+}
+
 /* The fence of a new claim: above the row's, or for a key without a row,
  * above every fence a deleted row ever had. */
 static int next_fence(idem_db *db, const idem__row *row, uint64_t *fence) {
@@ -192,17 +205,10 @@ static int claim(idem_db *db, const void *key, size_t key_len,
     }
     name = name_copy;
   }
-  /* The history goes on unless the key starts anew; an attempt the row
-   * still shows running ended before this claim could take the key. */
+  /* The history goes on unless the key starts anew. */
   idem__text hist = {0};
-  if (!d->fresh) {
-    char why[64];
-    const char *closing = closing_reason(row, now, why, sizeof why);
-    idem__hist_keep(&hist, row->history, row->history_len, 1);
-    if (closing)
-      idem__hist_end(&hist, row->fence, IDEM_OUTCOME_EXPIRED, now->wall, 0,
-                     closing);
-  }
+  if (!d->fresh)
+    carry_history(&hist, row, now);
   uint64_t fence = 0;
   int rc = next_fence(db, row, &fence);
   idem__owner_next(&db->self, l->owner);
@@ -328,16 +334,12 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
     answer = answer_from_row(db, &row, &d, out);
     break;
   case IDEM__DO_POISON: {
-    char why[64], spent[64];
-    const char *closing = closing_reason(&row, now, why, sizeof why);
+    char spent[64];
     snprintf(spent, sizeof spent, "max_attempts (%u) spent",
              db->opt.max_attempts);
     /* The refused attempt is recorded, so an operator sees why. */
     idem__text hist = {0};
-    idem__hist_keep(&hist, row.history, row.history_len, 1);
-    if (closing)
-      idem__hist_end(&hist, row.fence, IDEM_OUTCOME_EXPIRED, now->wall, 0,
-                     closing);
+    carry_history(&hist, &row, now);
     idem__hist_start(&hist, 0, row.attempts + 1, NULL, 0, now->wall);
     idem__hist_end(&hist, 0, IDEM_OUTCOME_POISONED, now->wall, 0, spent);
     rc = hist.failed ? SQLITE_NOMEM
