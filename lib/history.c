@@ -150,12 +150,6 @@ size_t idem__hist_marker(char out[32], char kind, uint64_t fence) {
                           kind == 'l' ? '\n' : ' ');
 }
 
-void idem__hist_lost(idem__text *t, uint64_t fence) {
-  char line[32];
-  size_t n = idem__hist_marker(line, 'l', fence);
-  append(t, line + 1, n - 1);
-}
-
 /* --- Reading ------------------------------------------------------------ */
 
 /* A cursor over one line; every field reader fails once the line has. */

@@ -55,9 +55,10 @@ void idem__hist_start(idem__text *t, uint64_t fence, uint32_t attempt,
  * NULL. */
 void idem__hist_end(idem__text *t, uint64_t fence, int outcome, int64_t ended,
                     int code, const char *message);
-void idem__hist_lost(idem__text *t, uint64_t fence);
 /* What starts the line of an event of fence in "\n" followed by the text:
- * kind 'c' or 'l'. Returns the length written (buffer of 32 bytes). */
+ * kind 'c' or 'l'. An "l" line has nothing more, so past its "\n" the
+ * marker is the line that marks the attempt lost. Returns the length
+ * written (buffer of 32 bytes). */
 size_t idem__hist_marker(char out[32], char kind, uint64_t fence);
 
 /* Calls fn for each attempt, oldest first, until it returns non-zero.
