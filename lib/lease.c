@@ -288,7 +288,7 @@ static int begin_read(idem_db *db, const void *key, size_t key_len,
                       idem_answer *out, int *sqlite_rc) {
   idem__row row;
   idem__decision d;
-  *sqlite_rc = idem__row_get(db->store, key, key_len, &row, IDEM__ROW_RESULT);
+  *sqlite_rc = idem__row_peek(db->store, key, key_len, &row);
   if (*sqlite_rc)
     return 0;
   idem__decide(&row, now, db->opt.max_attempts, fp, fp_len, &d);

@@ -30,6 +30,7 @@ enum {
   S_GET,
   S_GET_RESULT,
   S_GET_ALL,
+  S_PEEK,
   S_FLOOR,
   S_RAISE_FLOOR,
   S_CLAIM,
@@ -54,26 +55,41 @@ enum {
   S_NSTMT
 };
 
-/* Column 12 is the result's length when the result itself is not read
- * (column 16); reading both would cost a function call per begin. */
-#define ROW_COLUMNS_WITH(length)                                               \
-  "state, attempts, fence, owner, lease_boot, lease_until, fingerprint, "      \
-  "name, code, created_at, updated_at, expires_at, " length ", "               \
-  "owner_pid, owner_pidns, owner_start"
+/* A row is read in parts: the head that every answer needs, the lease that
+ * only a pending row has, what a finished (completed or failed) row is
+ * answered with, and the rest, which only claims and the admin calls use.
+ * SQLite's cost per step grows with every column it returns, NULL or not,
+ * and a cached hit costs little more than that step: a begin's snapshot
+ * (idem__row_peek) leaves out the rest. */
+#define HEAD_COLUMNS "state, attempts, fence, code, fingerprint"
+#define LEASE_COLUMNS                                                          \
+  "owner, lease_boot, lease_until, owner_pid, owner_pidns, owner_start"
+#define FINISHED_COLUMNS(result) "updated_at, expires_at, " result
+/* The result's column holds its length when the result itself is not
+ * read; reading both would cost a function call per begin. */
+#define ROW_COLUMNS_WITH(result)                                               \
+  HEAD_COLUMNS ", " LEASE_COLUMNS                                              \
+               ", " FINISHED_COLUMNS(result) ", name, created_at"
 #define ROW_COLUMNS ROW_COLUMNS_WITH("length(result)")
-#define RESULT_COLUMNS ROW_COLUMNS_WITH("NULL") ", result"
-#define RESULT_COLUMN 16
-#define HISTORY_COLUMN 17
+#define RESULT_COLUMNS ROW_COLUMNS_WITH("result")
+#define LEASE_COLUMN 5
+#define FINISHED_COLUMN 11
+#define RESULT_COLUMN 13
+#define NAME_COLUMN 14
+#define CREATED_COLUMN 15
+#define TAIL_COLUMN 16 /* the history, or a scan's key */
+#define BY_KEY " FROM idem_keys WHERE key = ?1"
 
 static const char *const sql_text[S_NSTMT] = {
     [S_BEGIN_READ] = "BEGIN",
     [S_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_GET] = "SELECT " ROW_COLUMNS " FROM idem_keys WHERE key = ?1",
-    [S_GET_RESULT] = "SELECT " RESULT_COLUMNS " FROM idem_keys WHERE key = ?1",
-    [S_GET_ALL] =
-        "SELECT " RESULT_COLUMNS ", history FROM idem_keys WHERE key = ?1",
+    [S_GET] = "SELECT " ROW_COLUMNS BY_KEY,
+    [S_GET_RESULT] = "SELECT " RESULT_COLUMNS BY_KEY,
+    [S_GET_ALL] = "SELECT " RESULT_COLUMNS ", history" BY_KEY,
+    [S_PEEK] = "SELECT " HEAD_COLUMNS ", " LEASE_COLUMNS
+               ", " FINISHED_COLUMNS("result") BY_KEY,
     [S_FLOOR] = "SELECT value FROM idem_meta WHERE name = 'fence_floor'",
     [S_RAISE_FLOOR] =
         "UPDATE idem_meta SET value = max(value, coalesce((SELECT fence FROM "
@@ -363,80 +379,121 @@ static void copy16(const void *p, int n, unsigned char out[16], bool *has) {
     memcpy(out, p, 16);
 }
 
-static void read_row(sqlite3_stmt *s, idem__row *row, unsigned want) {
+/* The head, columns 0 to 4. */
+static void read_head(sqlite3_stmt *s, idem__row *row) {
   row->state = sqlite3_column_int(s, 0);
   row->attempts = (uint32_t)sqlite3_column_int64(s, 1);
   row->fence = (uint64_t)sqlite3_column_int64(s, 2);
-  /* Only a pending row has a lease; the others' lease columns are NULL,
-   * and not reading them is a sixth of a cached hit's column calls. */
-  bool leased = row->state == IDEM_STATE_PENDING;
-  row->has_owner = row->has_boot = false;
-  row->lease_until = row->owner_pid = row->owner_pidns = row->owner_start = 0;
-  if (leased) {
-    copy16(sqlite3_column_blob(s, 3), sqlite3_column_bytes(s, 3), row->owner,
-           &row->has_owner);
-    copy16(sqlite3_column_blob(s, 4), sqlite3_column_bytes(s, 4), row->boot,
-           &row->has_boot);
-    row->lease_until = sqlite3_column_int64(s, 5);
-    row->owner_pid = sqlite3_column_int64(s, 13);
-    row->owner_pidns = sqlite3_column_int64(s, 14);
-    row->owner_start = sqlite3_column_int64(s, 15);
-  }
-  row->fingerprint = NULL;
-  row->fingerprint_len = 0;
-  if (sqlite3_column_type(s, 6) != SQLITE_NULL) {
+  row->code = sqlite3_column_int(s, 3);
+  if (sqlite3_column_type(s, 4) != SQLITE_NULL) {
     /* A zero-length blob has a NULL pointer; keep "recorded" apart from
      * "absent" with a non-NULL empty string. */
-    row->fingerprint_len = (size_t)sqlite3_column_bytes(s, 6);
-    row->fingerprint = sqlite3_column_blob(s, 6);
+    row->fingerprint_len = (size_t)sqlite3_column_bytes(s, 4);
+    row->fingerprint = sqlite3_column_blob(s, 4);
     if (!row->fingerprint)
       row->fingerprint = "";
   }
-  row->name = (const char *)sqlite3_column_text(s, 7);
-  row->code = sqlite3_column_int(s, 8);
-  row->created_at = sqlite3_column_int64(s, 9);
-  row->updated_at = sqlite3_column_int64(s, 10);
-  row->expires_at = sqlite3_column_int64(s, 11);
-  row->result_len = (size_t)sqlite3_column_int64(s, 12);
-  row->result = NULL;
-  if ((want & IDEM__ROW_RESULT) &&
-      sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
+}
+
+/* The lease, columns 5 to 10. Only a pending row has one; the others'
+ * lease columns are NULL, and not reading them saves six calls. */
+static void read_lease(sqlite3_stmt *s, idem__row *row) {
+  if (row->state != IDEM_STATE_PENDING)
+    return;
+  int c = LEASE_COLUMN;
+  copy16(sqlite3_column_blob(s, c), sqlite3_column_bytes(s, c), row->owner,
+         &row->has_owner);
+  copy16(sqlite3_column_blob(s, c + 1), sqlite3_column_bytes(s, c + 1),
+         row->boot, &row->has_boot);
+  row->lease_until = sqlite3_column_int64(s, c + 2);
+  row->owner_pid = sqlite3_column_int64(s, c + 3);
+  row->owner_pidns = sqlite3_column_int64(s, c + 4);
+  row->owner_start = sqlite3_column_int64(s, c + 5);
+}
+
+/* What a finished row is answered with, from column c on. */
+static void read_finished(sqlite3_stmt *s, int c, idem__row *row) {
+  row->updated_at = sqlite3_column_int64(s, c);
+  row->expires_at = sqlite3_column_int64(s, c + 1);
+}
+
+/* Fills a zeroed row. */
+static void read_row(sqlite3_stmt *s, idem__row *row, unsigned want) {
+  read_head(s, row);
+  read_lease(s, row);
+  read_finished(s, FINISHED_COLUMN, row);
+  if (!(want & IDEM__ROW_RESULT)) {
+    row->result_len = (size_t)sqlite3_column_int64(s, RESULT_COLUMN);
+  } else if (sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
     row->result = sqlite3_column_blob(s, RESULT_COLUMN);
     row->result_len = (size_t)sqlite3_column_bytes(s, RESULT_COLUMN);
     if (!row->result)
       row->result = "";
   }
-  row->history = NULL;
-  row->history_len = 0;
+  row->name = (const char *)sqlite3_column_text(s, NAME_COLUMN);
+  row->created_at = sqlite3_column_int64(s, CREATED_COLUMN);
   if (want & IDEM__ROW_HISTORY) {
-    row->history = (const char *)sqlite3_column_text(s, HISTORY_COLUMN);
-    row->history_len = (size_t)sqlite3_column_bytes(s, HISTORY_COLUMN);
+    row->history = (const char *)sqlite3_column_text(s, TAIL_COLUMN);
+    row->history_len = (size_t)sqlite3_column_bytes(s, TAIL_COLUMN);
   }
+}
+
+/* Steps statement `id` on key; *row is the statement, holding the row,
+ * when the key has one, and NULL (the statement reset) when not. */
+static int step_key(idem__store *st, int id, const void *key, size_t key_len,
+                    sqlite3_stmt **row) {
+  sqlite3_stmt *s;
+  *row = NULL;
+  int rc = stmt(st, id, &s);
+  if (rc)
+    return rc;
+  rc = bind_blob(s, 1, key, key_len);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    *row = s;
+    return SQLITE_OK;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 int idem__row_get(idem__store *st, const void *key, size_t key_len,
                   idem__row *row, unsigned want) {
   sqlite3_stmt *s;
-  int rc = stmt(st,
-                want & IDEM__ROW_HISTORY  ? S_GET_ALL
-                : want & IDEM__ROW_RESULT ? S_GET_RESULT
-                                          : S_GET,
-                &s);
-  if (rc)
-    return rc;
   memset(row, 0, sizeof *row);
-  rc = bind_blob(s, 1, key, key_len);
-  if (rc)
-    return rc;
-  rc = sqlite3_step(s);
-  if (rc == SQLITE_ROW) {
-    read_row(s, row, want);
-    st->borrowed = s; /* the row points into it until the next call */
-    return SQLITE_OK;
-  }
-  sqlite3_reset(s);
   row->state = IDEM_STATE_ABSENT;
-  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  int rc = step_key(st,
+                    want & IDEM__ROW_HISTORY  ? S_GET_ALL
+                    : want & IDEM__ROW_RESULT ? S_GET_RESULT
+                                              : S_GET,
+                    key, key_len, &s);
+  if (rc || !s)
+    return rc;
+  read_row(s, row, want);
+  st->borrowed = s; /* the row points into it until the next call */
+  return SQLITE_OK;
+}
+
+int idem__row_peek(idem__store *st, const void *key, size_t key_len,
+                   idem__row *row) {
+  sqlite3_stmt *s;
+  memset(row, 0, sizeof *row);
+  row->state = IDEM_STATE_ABSENT;
+  int rc = step_key(st, S_PEEK, key, key_len, &s);
+  if (rc || !s)
+    return rc;
+  read_head(s, row);
+  read_lease(s, row);
+  read_finished(s, FINISHED_COLUMN, row);
+  /* An answer makes no difference between a NULL and an empty result: no
+   * call to tell them apart. */
+  row->result = sqlite3_column_blob(s, RESULT_COLUMN);
+  row->result_len = (size_t)sqlite3_column_bytes(s, RESULT_COLUMN);
+  if (!row->result)
+    row->result = "";
+  st->borrowed = s;
+  return SQLITE_OK;
 }
 
 int idem__fence_floor(idem__store *st, uint64_t *out) {
@@ -732,10 +789,10 @@ int idem__rows_scan(idem__store *st, int state, const void *after,
     return rc;
   }
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    idem__row row;
-    read_row(s, &row, false);
-    const void *key = sqlite3_column_blob(s, RESULT_COLUMN);
-    size_t key_len = (size_t)sqlite3_column_bytes(s, RESULT_COLUMN);
+    idem__row row = {0};
+    read_row(s, &row, 0);
+    const void *key = sqlite3_column_blob(s, TAIL_COLUMN);
+    size_t key_len = (size_t)sqlite3_column_bytes(s, TAIL_COLUMN);
     if (fn(ctx, key ? key : "", key_len, &row))
       break;
   }

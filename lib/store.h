@@ -101,6 +101,13 @@ void idem__tx_rollback(idem__store *st);
  * is a mask of IDEM__ROW_*. */
 int idem__row_get(idem__store *st, const void *key, size_t key_len,
                   idem__row *row, unsigned want);
+/* Reads the row of key as a begin's snapshot needs it, for less than a
+ * get: the state, attempts, fence, code and fingerprint, and the lease of
+ * a pending row or updated_at, expires_at and the result (empty, never
+ * NULL) of a completed or failed one. The name, created_at and the history
+ * are not read. */
+int idem__row_peek(idem__store *st, const void *key, size_t key_len,
+                   idem__row *row);
 /* Lets go of the row a get lent out (and of the read snapshot it holds
  * outside a transaction). */
 void idem__row_done(idem__store *st);
