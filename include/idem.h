@@ -252,7 +252,9 @@ typedef struct idem_options {
                             default 5; 0 = unlimited */
   int64_t retention_ms;  /* how long completed and failed rows are served;
                             default 86400000 (24 h); 0 = forever */
-  int busy_timeout_ms;   /* wait for the write lock; default 5000 */
+  int busy_timeout_ms;   /* wait for the write lock (in the writers'
+                            queue, then polling); default 5000; 0 =
+                            never wait */
   int synchronous;       /* IDEM_SYNC_NORMAL (default) or IDEM_SYNC_FULL */
   int fail_policy;       /* IDEM_FAIL_CLOSED (default) or IDEM_FAIL_OPEN */
   unsigned flags;        /* IDEM_OPEN_* */
@@ -300,6 +302,13 @@ typedef struct idem_options {
  * database (IDEM_ENOTDB), a database of another application (IDEM_EFOREIGN,
  * unless IDEM_OPEN_SHARED) and an idem schema newer than this library
  * (IDEM_ESCHEMA) are refused and left byte for byte as they were.
+ *
+ * Besides SQLite's "-wal" and "-shm" files, a handle that writes keeps a
+ * file "<path>-lockq" beside the database, with the database's owner and
+ * mode: the queue in which writers of all processes wait their turn for
+ * the write lock, first come first served. It holds no data; deleting it
+ * is harmless. Where it cannot be created, writers poll for the lock
+ * instead (see docs/design.md).
  *
  * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM, IDEM_ECANTOPEN, IDEM_ENOTDB,
  * IDEM_EFOREIGN, IDEM_ESCHEMA, IDEM_EREADONLY, IDEM_EFULL, IDEM_EBUSY,

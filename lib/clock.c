@@ -18,11 +18,15 @@
 #define CLOCK_BOOTTIME CLOCK_MONOTONIC
 #endif
 
-static int64_t read_ms(clockid_t id) {
+static int64_t read_us(clockid_t id) {
   struct timespec ts;
   if (clock_gettime(id, &ts) != 0)
     return 0;
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t read_ms(clockid_t id) {
+  return read_us(id) / 1000;
 }
 
 int64_t idem__now(const idem_db *db, int which) {
@@ -34,4 +38,8 @@ int64_t idem__now(const idem_db *db, int which) {
 /* Lock waits are real waits, whatever clock the handle was given. */
 int64_t idem__monotonic_ms(void) {
   return read_ms(CLOCK_MONOTONIC);
+}
+
+int64_t idem__monotonic_us(void) {
+  return read_us(CLOCK_MONOTONIC);
 }

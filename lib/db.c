@@ -262,8 +262,10 @@ static int open_store(idem_db *db, int kind) {
   rc = configure(db, kind);
   if (rc != SQLITE_OK)
     return open_error(db, db->store, rc, "configure");
-  if (!ro)
+  if (!ro) {
     idem__checkpoint_hook(db);
+    idem__store_queue(db->store);
+  }
   return ro || kind == IDEM__SCHEMA_OURS ? IDEM_OK : create_schema(db);
 }
 
@@ -352,6 +354,7 @@ int idem_open_db(idem_db **out, sqlite3 *conn, const idem_options *opts) {
     return code;
   if ((rc = idem__fence_sql_register(conn)) != SQLITE_OK)
     return open_error(db, db->store, rc, "register idem_fence_ok()");
+  idem__store_queue(db->store);
   return IDEM_OK;
 }
 

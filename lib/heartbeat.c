@@ -149,6 +149,10 @@ static int hb_store_ready(idem_db *db, char *msg, size_t msg_size) {
   if (rc == SQLITE_OK)
     rc = sqlite3_exec(idem__store_conn(db->hb_store),
                       "PRAGMA cache_size = -16384", NULL, NULL, NULL);
+  /* A round polling beside queued writers would find the lock free only
+   * by chance, and could lose its leases before it does. */
+  if (rc == SQLITE_OK)
+    idem__store_queue(db->hb_store);
   if (rc) {
     snprintf(msg, msg_size, "%s", idem__store_errmsg(db->hb_store));
     idem__store_close(db->hb_store);

@@ -97,6 +97,7 @@ struct idem_lease {
 /* clock.c */
 int64_t idem__now(const idem_db *db, int which);
 int64_t idem__monotonic_ms(void);
+int64_t idem__monotonic_us(void);
 void idem__self_init(idem__self *self);
 /* A new owner id: unique per lease, without a call into libuuid. */
 void idem__owner_next(idem__self *self, unsigned char out[16]);

@@ -14,6 +14,7 @@
 #include "store.h"
 
 #include "history.h"
+#include "queue.h"
 
 #include <sched.h>
 #include <sqlite3.h>
@@ -172,9 +173,12 @@ struct idem__store {
   sqlite3_stmt *borrowed; /* a stepped statement whose columns a row uses */
   int busy_timeout_ms;
   int64_t busy_since;
-  bool no_wait;  /* the busy handler gives up at once */
-  bool own_tx;   /* the open transaction is ours, not the application's */
-  char msg[256]; /* errors of our own, e.g. a failed prepare */
+  bool no_wait; /* the busy handler gives up at once */
+  bool waited;  /* the wait for the lock began in the queue, at busy_since */
+  idem__queue *queue; /* NULL: polling alone */
+  bool queued;        /* the open transaction was begun in the queue */
+  bool own_tx;        /* the open transaction is ours, not the application's */
+  char msg[256];      /* errors of our own, e.g. a failed prepare */
 };
 
 static int busy_wait(void *arg, int count) {
@@ -182,7 +186,7 @@ static int busy_wait(void *arg, int count) {
   if (st->no_wait)
     return 0;
   int64_t now = idem__monotonic_ms();
-  if (count == 0)
+  if (count == 0 && !st->waited)
     st->busy_since = now;
   if (now - st->busy_since >= st->busy_timeout_ms)
     return 0;
@@ -251,9 +255,16 @@ bool idem__store_in_tx(const idem__store *st) {
   return !sqlite3_get_autocommit(st->conn);
 }
 
+void idem__store_queue(idem__store *st) {
+  if (!st->queue)
+    st->queue = idem__queue_open(sqlite3_db_filename(st->conn, "main"),
+                                 IDEM__QUEUE_TURN_US);
+}
+
 void idem__store_close(idem__store *st) {
   if (!st)
     return;
+  idem__queue_close(st->queue);
   for (int i = 0; i < S_NSTMT; i++)
     sqlite3_finalize(st->stmt[i]);
   if (st->app_conn) {
@@ -342,21 +353,47 @@ int idem__tx_read(idem__store *st) {
   return tx_begin(st, S_BEGIN_READ);
 }
 
+/* Leaves the queue once the transaction it was begun in has ended. */
+static void tx_ended(idem__store *st) {
+  if (st->queued)
+    idem__queue_leave(st->queue);
+  st->queued = false;
+}
+
+/* BEGIN IMMEDIATE in this connection's turn. A handle that may not wait
+ * polls only; one that must not wait takes a turn only if it is free. */
+static int tx_write(idem__store *st, bool now) {
+  if (st->queue && now) {
+    if (!idem__queue_try(st->queue))
+      return SQLITE_BUSY;
+    st->queued = true;
+  } else if (st->queue && st->busy_timeout_ms > 0) {
+    st->busy_since = idem__monotonic_ms();
+    idem__queue_enter(st->queue, st->busy_since + st->busy_timeout_ms);
+    st->queued = st->waited = true;
+  }
+  st->no_wait = now;
+  int rc = tx_begin(st, S_BEGIN_WRITE);
+  st->no_wait = st->waited = false;
+  if (rc != SQLITE_OK)
+    tx_ended(st);
+  return rc;
+}
+
 int idem__tx_write(idem__store *st) {
-  return tx_begin(st, S_BEGIN_WRITE);
+  return tx_write(st, false);
 }
 
 int idem__tx_write_now(idem__store *st) {
-  st->no_wait = true;
-  int rc = idem__tx_write(st);
-  st->no_wait = false;
-  return rc;
+  return tx_write(st, true);
 }
 
 int idem__tx_commit(idem__store *st) {
   int rc = simple(st, S_COMMIT);
-  if (rc == SQLITE_OK)
+  if (rc == SQLITE_OK) {
     st->own_tx = false;
+    tx_ended(st);
+  }
   return rc;
 }
 
@@ -371,6 +408,7 @@ void idem__tx_rollback(idem__store *st) {
   if (st->own_tx && !sqlite3_get_autocommit(st->conn))
     (void)simple(st, S_ROLLBACK);
   st->own_tx = false;
+  tx_ended(st);
 }
 
 static void copy16(const void *p, int n, unsigned char out[16], bool *has) {

@@ -80,6 +80,9 @@ int idem__store_open(idem__store **out, const char *path, unsigned flags,
 int idem__store_wrap(idem__store **out, struct sqlite3 *conn,
                      int busy_timeout_ms);
 void idem__store_close(idem__store *st);
+/* Makes the connection's write transactions wait in the writers' queue of
+ * its database file (queue.h), when that file can be used. */
+void idem__store_queue(idem__store *st);
 /* Whether a transaction is open on the connection. */
 bool idem__store_in_tx(const idem__store *st);
 const char *idem__store_errmsg(const idem__store *st);
