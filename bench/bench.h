@@ -69,12 +69,12 @@ typedef struct bench_sys {
 #define FLOOR_FULL 0x1   /* synchronous = FULL */
 #define FLOOR_INDEX 0x2  /* add libidem's partial expiry index */
 #define FLOOR_BGCKPT 0x4 /* checkpoint in a thread, not inside COMMIT */
-#define FLOOR_FLOCK                                                            \
-  0x8 /* queue writers on flock() of a side file, not on SQLite's busy         \
-         handler */
+#define FLOOR_QUEUE 0x8  /* writers wait in libidem's queue (lib/queue.h) */
 
 typedef struct floor_cfg {
   unsigned flags;
+  unsigned turn_us; /* FLOOR_QUEUE: how long a turn may last (0: one
+                       transaction) */
 } floor_cfg;
 
 extern const bench_sys floor_sys;

@@ -12,9 +12,9 @@
  * Variants, to price what libidem does or could do differently:
  * FLOOR_INDEX adds libidem's partial expiry index; FLOOR_BGCKPT moves the
  * WAL checkpoint out of COMMIT into a thread with its own connection;
- * FLOOR_FLOCK makes writers of all processes queue in the kernel on an
- * flock() of a side file around each write transaction, so that a waiter
- * is woken the moment the lock is free instead of polling or sleeping.
+ * FLOOR_QUEUE makes writers of all processes wait their turn in libidem's
+ * writers' queue (lib/queue.h) before BEGIN IMMEDIATE, with turns of
+ * turn_us, instead of polling in SQLite's busy handler.
  *
  * Built with FLOOR_MAIN it is also a program of its own that prints the
  * cycle and hit floors.
@@ -22,9 +22,9 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
-#include <fcntl.h>
+#include "../lib/queue.h"
+
 #include <pthread.h>
-#include <sys/file.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,7 +102,7 @@ typedef struct floor_db {
   pthread_mutex_t ck_mu;
   pthread_cond_t ck_cond;
   bool ck_due, ck_stop;
-  int lock_fd; /* FLOOR_FLOCK, else -1 */
+  idem__queue *queue; /* FLOOR_QUEUE */
 } floor_db;
 
 #define CKPT_PAGES 1000 /* SQLite's default wal_autocheckpoint */
@@ -171,7 +171,6 @@ static void *floor_open(const char *path, const void *cfgp) {
   if (!f)
     return NULL;
   pthread_mutex_init(&f->mu, NULL);
-  f->lock_fd = -1;
   uint64_t seed = bench_seed();
   for (int i = 0; i < 16; i++)
     f->boot[i] = (unsigned char)bench_rand(&seed);
@@ -200,11 +199,9 @@ static void *floor_open(const char *path, const void *cfgp) {
     if (rc != SQLITE_OK)
       f->bg = false;
   }
-  if (rc == SQLITE_OK && (cfg->flags & FLOOR_FLOCK)) {
-    char lock[600];
-    snprintf(lock, sizeof lock, "%s-wlock", path);
-    f->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (f->lock_fd < 0)
+  if (rc == SQLITE_OK && (cfg->flags & FLOOR_QUEUE)) {
+    f->queue = idem__queue_open(path, cfg->turn_us);
+    if (!f->queue)
       rc = SQLITE_CANTOPEN;
   }
   if (rc != SQLITE_OK) {
@@ -230,8 +227,7 @@ static void floor_close(void *h) {
     sqlite3_finalize(f->s[i]);
   sqlite3_close(f->ck);
   sqlite3_close(f->conn);
-  if (f->lock_fd >= 0)
-    close(f->lock_fd);
+  idem__queue_close(f->queue);
   free(f->held);
   free(f);
 }
@@ -248,13 +244,12 @@ static void make_owner(floor_db *f, unsigned char owner[16]) {
   memcpy(owner + 8, f->boot, 8);
 }
 
-/* BEGIN IMMEDIATE, after the kernel queue when there is one. */
+/* BEGIN IMMEDIATE, in this handle's turn when it queues. */
 static int tx_begin(floor_db *f) {
-  if (f->lock_fd >= 0)
-    flock(f->lock_fd, LOCK_EX);
+  idem__queue_enter(f->queue, INT64_MAX / 1000);
   int rc = step(f->s[F_BEGIN]);
-  if (rc != SQLITE_OK && f->lock_fd >= 0)
-    flock(f->lock_fd, LOCK_UN);
+  if (rc != SQLITE_OK)
+    idem__queue_leave(f->queue);
   return rc;
 }
 
@@ -263,8 +258,7 @@ static int tx_end_commit(floor_db *f, int rc) {
     rc = step(f->s[F_COMMIT]);
   if (rc != SQLITE_OK)
     sqlite3_exec(f->conn, "ROLLBACK", NULL, NULL, NULL);
-  if (f->lock_fd >= 0)
-    flock(f->lock_fd, LOCK_UN);
+  idem__queue_leave(f->queue);
   return rc;
 }
 
@@ -419,7 +413,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   long n = argc > 2 ? strtol(argv[2], NULL, 10) : 5000;
-  floor_cfg cfg = {argc > 3 && strcmp(argv[3], "full") == 0 ? FLOOR_FULL : 0};
+  floor_cfg cfg = {
+      .flags = argc > 3 && strcmp(argv[3], "full") == 0 ? FLOOR_FULL : 0};
   if (n <= 0)
     n = 5000;
   void *h = floor_open(argv[1], &cfg);

@@ -173,12 +173,12 @@ static void db_path(char *out, size_t size, const char *tag) {
 }
 
 static void db_remove(const char *path) {
-  static const char *const suffix[] = {"-wal", "-shm", "-wlock"};
+  static const char *const suffix[] = {"-wal", "-shm", "-lockq"};
   char p[608];
   size_t n = strnlen(path, 600);
   unlink(path);
   memcpy(p, path, n);
-  for (int i = 0; i < 3; i++) {
+  for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
     memcpy(p + n, suffix[i], strlen(suffix[i]) + 1);
     unlink(p);
   }
@@ -193,7 +193,7 @@ static void die(const char *what, int rc) {
 /* --- Results ----------------------------------------------------------- */
 
 #define MAXREP 15
-#define MAXVAR 4
+#define MAXVAR 5
 
 typedef struct variant {
   const char *name;
@@ -635,11 +635,15 @@ static void run_rss(const char *sys_name, bench_meas *m) {
 
 /* --- The plan ---------------------------------------------------------- */
 
-static const floor_cfg fl_normal = {0}, fl_full = {FLOOR_FULL},
-                       fl_flock = {FLOOR_FLOCK},
-                       fl_full_flock = {FLOOR_FULL | FLOOR_FLOCK},
-                       fl_index = {FLOOR_INDEX}, fl_bg = {FLOOR_BGCKPT},
-                       fl_full_bg = {FLOOR_FULL | FLOOR_BGCKPT};
+static const floor_cfg fl_normal = {.flags = 0},
+                       fl_full = {.flags = FLOOR_FULL},
+                       fl_queue = {.flags = FLOOR_QUEUE, .turn_us = 250},
+                       fl_queue_strict = {.flags = FLOOR_QUEUE, .turn_us = 0},
+                       fl_full_queue = {.flags = FLOOR_FULL | FLOOR_QUEUE,
+                                        .turn_us = 250},
+                       fl_index = {.flags = FLOOR_INDEX},
+                       fl_bg = {.flags = FLOOR_BGCKPT},
+                       fl_full_bg = {.flags = FLOOR_FULL | FLOOR_BGCKPT};
 static const idem_cfg id_normal = {IDEM_SYNC_NORMAL, 0, 5},
                       id_full = {IDEM_SYNC_FULL, 0, 5},
                       id_hot = {IDEM_SYNC_NORMAL, 0, 0},
@@ -711,13 +715,16 @@ static void bench_reads(void) {
 }
 
 static void bench_contention(void) {
-  /* Processes on disjoint keys also run the floor with a kernel queue for
-   * writers, what a better waiting strategy than polling would give, and
-   * the floor with a database file per process, which waits for no lock
-   * at all: its tail is what the CPU scheduler alone costs. */
+  /* Processes on disjoint keys also run the floor in libidem's writers'
+   * queue, with its turns and with a turn per transaction, to tell what
+   * the queue gives from what libidem's cycle costs; and the floor with a
+   * database file per process, which waits for no lock at all: its tail is
+   * what the CPU scheduler alone costs. */
   const variant disj[] = {{"floor", &floor_sys, &fl_normal, false},
                           {"libidem", &idem_sys, &id_normal, false},
-                          {"floor+flock-queue", &floor_sys, &fl_flock, false},
+                          {"floor+queue", &floor_sys, &fl_queue, false},
+                          {"floor+queue, a turn per transaction", &floor_sys,
+                           &fl_queue_strict, false},
                           {"floor, a file each", &floor_sys, &fl_normal, true}};
   const variant hot[] = {{"floor", &floor_sys, &fl_normal, false},
                          {"libidem", &idem_sys, &id_hot, false}};
@@ -735,7 +742,7 @@ static void bench_contention(void) {
                  h ? "16 hot keys (claim + release)"
                    : "disjoint keys (begin + complete)");
         const variant *v = h ? hot : disj;
-        int nv = !h && !kind ? (ns[j] > 1 ? 4 : 3) : 2;
+        int nv = !h && !kind ? (ns[j] > 1 ? 5 : 3) : 2;
         entry *e = new_entry(id, title, h ? "ops/s" : "cycles/s", v, nv);
         for (int r = 0; r < reps; r++) {
           int ord[MAXVAR];
@@ -745,10 +752,9 @@ static void bench_contention(void) {
                          secs, &e->m[ord[k]][r]);
         }
       }
-  const variant full[] = {
-      {"floor", &floor_sys, &fl_full, false},
-      {"libidem", &idem_sys, &id_full, false},
-      {"floor+flock-queue", &floor_sys, &fl_full_flock, false}};
+  const variant full[] = {{"floor", &floor_sys, &fl_full, false},
+                          {"libidem", &idem_sys, &id_full, false},
+                          {"floor+queue", &floor_sys, &fl_full_queue, false}};
   const int fp[] = {1, 8};
   for (int j = 0; j < 2; j++) {
     char id[64], title[128];
@@ -1030,9 +1036,9 @@ static void write_targets(FILE *f) {
     fmt_us(c, sizeof c, hf);
     int n = snprintf(fig, sizeof fig,
                      "libidem median %s, worst %s (floor worst %s", a, b, c);
-    if (e->nvar == 4) {
+    if (e->nvar == 5) {
       /* What the scheduler alone costs: no process waits for another. */
-      fmt_us(a, sizeof a, med(e, 3, F_MAX));
+      fmt_us(a, sizeof a, med(e, 4, F_MAX));
       n += snprintf(fig + n, sizeof fig - (size_t)n,
                     "; a file each, no lock shared: median %s", a);
     }
@@ -1153,8 +1159,8 @@ static void write_plot_data(const char *dir) {
     if (!f)
       continue;
     fprintf(f, "# n floor_rate libidem_rate floor_p99_us libidem_p99_us "
-               "floor_max_us libidem_max_us [flock_rate flock_p99_us "
-               "flock_max_us]\n");
+               "floor_max_us libidem_max_us [queue_rate queue_p99_us "
+               "queue_max_us]\n");
     for (int n = 1; n <= 8; n *= 2) {
       char id[64];
       snprintf(id, sizeof id, "%s_%d", kinds[k], n);

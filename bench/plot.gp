@@ -12,7 +12,7 @@ set output img.'/bench-contention-rate.png'
 set multiplot layout 2,2 title "Aggregate throughput (median of the runs), NORMAL"
 set ylabel "cycles/s"
 set title "Processes, disjoint keys (begin + complete)"
-plot dat.'/procs_disjoint.dat' u 1:2 w lp t 'SQLite floor', '' u 1:3 w lp t 'libidem', '' u 1:8 w lp t 'floor + flock queue'
+plot dat.'/procs_disjoint.dat' u 1:2 w lp t 'SQLite floor', '' u 1:3 w lp t 'libidem', '' u 1:8 w lp t 'floor in the queue'
 set title "Threads on one handle, disjoint keys"
 plot dat.'/threads_disjoint.dat' u 1:2 w lp t 'SQLite floor', '' u 1:3 w lp t 'libidem'
 set ylabel "ops/s"
@@ -29,7 +29,7 @@ set ylabel "ms"
 set title "Processes, disjoint keys"
 plot dat.'/procs_disjoint.dat' u 1:($4/1000) w lp lc 1 t 'floor p99', '' u 1:($5/1000) w lp lc 2 t 'libidem p99', \
      '' u 1:($6/1000) w lp lc 1 dt 2 t 'floor max', '' u 1:($7/1000) w lp lc 2 dt 2 t 'libidem max', \
-     '' u 1:($9/1000) w lp lc 3 t 'floor+flock p99', '' u 1:($10/1000) w lp lc 3 dt 2 t 'floor+flock max'
+     '' u 1:($9/1000) w lp lc 3 t 'floor+queue p99', '' u 1:($10/1000) w lp lc 3 dt 2 t 'floor+queue max'
 set title "Threads on one handle, disjoint keys"
 plot dat.'/threads_disjoint.dat' u 1:($4/1000) w lp lc 1 t 'floor p99', '' u 1:($5/1000) w lp lc 2 t 'libidem p99', \
      '' u 1:($6/1000) w lp lc 1 dt 2 t 'floor max', '' u 1:($7/1000) w lp lc 2 dt 2 t 'libidem max'
