@@ -209,7 +209,11 @@ static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
     return SQLITE_OK;
   /* Past the bound, wait out a pass of the heartbeat's connection rather
    * than have this checkpoint refused as busy while the WAL keeps
-   * growing. hb_mu is never held while waiting for db->mu. */
+   * growing. hb_mu is never held while waiting for db->mu. The writer
+   * still holds its turn in the writers' queue (queue.h), which keeps the
+   * other writers back until the checkpoint has caught up and the WAL can
+   * start over: handed on first, 8 processes grew the WAL to 29,000
+   * frames and checkpointed on every commit. */
   pthread_mutex_lock(&db->hb_mu);
   (void)sqlite3_wal_checkpoint_v2(conn, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
                                   NULL);
