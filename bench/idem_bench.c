@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -36,6 +37,7 @@ typedef struct idem_cfg {
   int synchronous;
   int64_t heartbeat_ms;
   uint32_t max_attempts;
+  bool polling; /* without the writers' queue: its file cannot be made */
 } idem_cfg;
 
 typedef struct idem_h {
@@ -58,6 +60,11 @@ static void *ib_open(const char *path, const void *cfgp) {
   o.synchronous = cfg->synchronous;
   o.heartbeat_ms = cfg->heartbeat_ms;
   o.max_attempts = cfg->max_attempts;
+  if (cfg->polling) {
+    char queue[620];
+    snprintf(queue, sizeof queue, "%s-lockq", path);
+    (void)mkdir(queue, 0700); /* a directory where the file would go */
+  }
   int rc = idem_open(&h->db, path, &o);
   if (rc != IDEM_OK) {
     fprintf(stderr, "idem_open %s: %s\n", path, idem_errmsg(h->db));
@@ -180,7 +187,8 @@ static void db_remove(const char *path) {
   memcpy(p, path, n);
   for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
     memcpy(p + n, suffix[i], strlen(suffix[i]) + 1);
-    unlink(p);
+    if (unlink(p) != 0)
+      rmdir(p); /* a queue file made impossible */
   }
 }
 
@@ -193,7 +201,7 @@ static void die(const char *what, int rc) {
 /* --- Results ----------------------------------------------------------- */
 
 #define MAXREP 15
-#define MAXVAR 5
+#define MAXVAR 6
 
 typedef struct variant {
   const char *name;
@@ -644,10 +652,12 @@ static const floor_cfg fl_normal = {.flags = 0},
                        fl_index = {.flags = FLOOR_INDEX},
                        fl_bg = {.flags = FLOOR_BGCKPT},
                        fl_full_bg = {.flags = FLOOR_FULL | FLOOR_BGCKPT};
-static const idem_cfg id_normal = {IDEM_SYNC_NORMAL, 0, 5},
-                      id_full = {IDEM_SYNC_FULL, 0, 5},
-                      id_hot = {IDEM_SYNC_NORMAL, 0, 0},
-                      id_manual = {IDEM_SYNC_NORMAL, -1, 5};
+static const idem_cfg id_normal = {IDEM_SYNC_NORMAL, 0, 5, false},
+                      id_full = {IDEM_SYNC_FULL, 0, 5, false},
+                      id_polling = {IDEM_SYNC_NORMAL, 0, 5, true},
+                      id_full_polling = {IDEM_SYNC_FULL, 0, 5, true},
+                      id_hot = {IDEM_SYNC_NORMAL, 0, 0, false},
+                      id_manual = {IDEM_SYNC_NORMAL, -1, 5, false};
 
 /* The order of the variants in rep r: flipped every other rep. */
 static void order(int nv, int r, int out[MAXVAR]) {
@@ -720,12 +730,14 @@ static void bench_contention(void) {
    * the queue gives from what libidem's cycle costs; and the floor with a
    * database file per process, which waits for no lock at all: its tail is
    * what the CPU scheduler alone costs. */
-  const variant disj[] = {{"floor", &floor_sys, &fl_normal, false},
-                          {"libidem", &idem_sys, &id_normal, false},
-                          {"floor+queue", &floor_sys, &fl_queue, false},
-                          {"floor+queue, a turn per transaction", &floor_sys,
-                           &fl_queue_strict, false},
-                          {"floor, a file each", &floor_sys, &fl_normal, true}};
+  const variant disj[] = {
+      {"floor", &floor_sys, &fl_normal, false},
+      {"libidem", &idem_sys, &id_normal, false},
+      {"floor+queue", &floor_sys, &fl_queue, false},
+      {"floor+queue, a turn per transaction", &floor_sys, &fl_queue_strict,
+       false},
+      {"floor, a file each", &floor_sys, &fl_normal, true},
+      {"libidem, polling (no queue)", &idem_sys, &id_polling, false}};
   const variant hot[] = {{"floor", &floor_sys, &fl_normal, false},
                          {"libidem", &idem_sys, &id_hot, false}};
   const int ns[] = {1, 2, 4, 8};
@@ -742,7 +754,7 @@ static void bench_contention(void) {
                  h ? "16 hot keys (claim + release)"
                    : "disjoint keys (begin + complete)");
         const variant *v = h ? hot : disj;
-        int nv = !h && !kind ? (ns[j] > 1 ? 5 : 3) : 2;
+        int nv = !h && !kind ? (ns[j] > 1 ? 6 : 3) : 2;
         entry *e = new_entry(id, title, h ? "ops/s" : "cycles/s", v, nv);
         for (int r = 0; r < reps; r++) {
           int ord[MAXVAR];
@@ -752,20 +764,23 @@ static void bench_contention(void) {
                          secs, &e->m[ord[k]][r]);
         }
       }
-  const variant full[] = {{"floor", &floor_sys, &fl_full, false},
-                          {"libidem", &idem_sys, &id_full, false},
-                          {"floor+queue", &floor_sys, &fl_full_queue, false}};
+  const variant full[] = {
+      {"floor", &floor_sys, &fl_full, false},
+      {"libidem", &idem_sys, &id_full, false},
+      {"floor+queue", &floor_sys, &fl_full_queue, false},
+      {"libidem, polling (no queue)", &idem_sys, &id_full_polling, false}};
   const int fp[] = {1, 8};
   for (int j = 0; j < 2; j++) {
     char id[64], title[128];
     snprintf(id, sizeof id, "procs_disjoint_%d_full", fp[j]);
     snprintf(title, sizeof title, "%d process%s, disjoint keys, FULL", fp[j],
              fp[j] > 1 ? "es" : "");
-    entry *e = new_entry(id, title, "cycles/s", full, 3);
+    int nv = fp[j] > 1 ? 4 : 3;
+    entry *e = new_entry(id, title, "cycles/s", full, nv);
     for (int r = 0; r < reps; r++) {
       int ord[MAXVAR];
-      order(3, r, ord);
-      for (int k = 0; k < 3; k++)
+      order(nv, r, ord);
+      for (int k = 0; k < nv; k++)
         run_parallel(&full[ord[k]], fp[j], 1, false, 1.0 * scale,
                      &e->m[ord[k]][r]);
     }
@@ -1036,7 +1051,7 @@ static void write_targets(FILE *f) {
     fmt_us(c, sizeof c, hf);
     int n = snprintf(fig, sizeof fig,
                      "libidem median %s, worst %s (floor worst %s", a, b, c);
-    if (e->nvar == 5) {
+    if (e->nvar == 6) {
       /* What the scheduler alone costs: no process waits for another. */
       fmt_us(a, sizeof a, med(e, 4, F_MAX));
       n += snprintf(fig + n, sizeof fig - (size_t)n,
