@@ -247,6 +247,46 @@ static void test_handle_uses_queue(void **state) {
   free(path);
 }
 
+/* Writers of several processes at full speed: a writer that finds the WAL
+ * at its bound checkpoints while it holds its turn, so the others wait and
+ * the WAL can start over. Handed on first, or polled past, the WAL grew
+ * without end; here it must stay below journal_size_limit (32 MiB), the
+ * size a WAL that did start over is cut back to. */
+static void test_queue_bounds_wal(void **state) {
+  tu_fx *fx = *state;
+  idem_options o = IDEM_OPTIONS_INIT; /* real clocks, heartbeat thread */
+  assert_int_equal(tu_open(&fx->db, fx->path, &o), IDEM_OK);
+  enum { WRITERS = 4, CYCLES = 3000 };
+  pid_t pids[WRITERS];
+  for (int i = 0; i < WRITERS; i++) {
+    pids[i] = fork();
+    assert_true(pids[i] >= 0);
+    if (pids[i] == 0) {
+      idem_db *db;
+      if (idem_open(&db, fx->path, &o) != IDEM_OK)
+        _exit(10);
+      for (int n = 0; n < CYCLES; n++) {
+        char key[32];
+        snprintf(key, sizeof key, "%d-%d", i, n);
+        idem_answer a = IDEM_ANSWER_INIT;
+        if (idem_begin(db, key, strlen(key), NULL, &a) != IDEM_CLAIMED ||
+            idem_complete(a.lease, "ok", 2) != IDEM_OK)
+          _exit(11);
+        idem_lease_free(a.lease);
+        idem_answer_clear(&a);
+      }
+      _exit(idem_close(db) == IDEM_OK ? 0 : 12);
+    }
+  }
+  for (int i = 0; i < WRITERS; i++)
+    reap_ok(pids[i]);
+  char *wal = tu_suffix(fx->path, "-wal");
+  struct stat st;
+  assert_int_equal(stat(wal, &st), 0);
+  assert_true(st.st_size < 30 * 1024 * 1024);
+  free(wal);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
 
 int main(void) {
@@ -257,6 +297,7 @@ int main(void) {
       T(test_foreign_file_untouched),
       T(test_mode_of_database),
       T(test_handle_uses_queue),
+      T(test_queue_bounds_wal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
