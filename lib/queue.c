@@ -21,6 +21,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,21 +33,22 @@
 #define QUEUE_MAGIC 0x3171646du /* "mdq1" little-endian: format 1 */
 #define QUEUE_SLOTS 64
 
-typedef struct slot {
-  _Atomic uint32_t seq;      /* bumped to wake the ticket's sleeper */
+typedef struct slot {                /* a cache line each */
+  _Alignas(64) _Atomic uint32_t seq; /* bumped to wake the ticket's sleeper */
   _Atomic uint32_t sleepers; /* a FUTEX_WAKE is only needed when nonzero */
   _Atomic uint32_t idle;     /* holder between transactions: its µs | 1 */
   _Atomic int32_t pid;       /* the ticket's process; 0 once it gave up */
-  char pad[48];              /* a cache line per slot */
 } slot;
 
 typedef struct shared {
   _Atomic uint32_t magic; /* 0 in a file just created */
   _Atomic uint32_t next;  /* the next ticket to hand out */
   _Atomic uint32_t serving;
-  char pad[52];
   slot slot[QUEUE_SLOTS];
 } shared;
+
+/* The file's layout is its format: the same on every ABI. */
+_Static_assert(sizeof(shared) == 64 + QUEUE_SLOTS * 64, "queue format 1");
 
 struct idem__queue {
   shared *sh;
@@ -110,13 +112,12 @@ idem__queue *idem__queue_open(const char *db_path, unsigned turn_us) {
   struct stat db;
   if (!db_path || !*db_path || stat(db_path, &db) != 0)
     return NULL;
-  size_t n = strlen(db_path);
-  char *path = malloc(n + sizeof "-lockq");
+  size_t size = strlen(db_path) + sizeof "-lockq";
+  char *path = malloc(size);
   idem__queue *q = calloc(1, sizeof *q);
   int fd = -1;
   if (path && q) {
-    memcpy(path, db_path, n);
-    memcpy(path + n, "-lockq", sizeof "-lockq");
+    snprintf(path, size, "%s-lockq", db_path);
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
               db.st_mode & 0666);
   }
@@ -187,13 +188,13 @@ void idem__queue_enter(idem__queue *q, int64_t deadline_ms) {
   uint32_t ticket = atomic_fetch_add(&sh->next, 1);
   atomic_store(&slot_of(sh, ticket)->idle, 0);
   atomic_store(&slot_of(sh, ticket)->pid, (int32_t)getpid());
-  int64_t deadline = deadline_ms * 1000, now = 0, seen_at = 0;
+  int64_t deadline = deadline_ms * 1000, seen_at = 0;
   uint32_t seen = 0;
   for (;;) {
     uint32_t s = atomic_load(&sh->serving);
     if ((int32_t)(s - ticket) >= 0)
       break; /* our turn, or we were skipped */
-    now = idem__monotonic_us();
+    int64_t now = idem__monotonic_us();
     if (now >= deadline) {
       atomic_store(&slot_of(sh, ticket)->pid, 0); /* skip it at once */
       break;
