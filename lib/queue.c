@@ -269,9 +269,7 @@ void idem__queue_leave(idem__queue *q) {
   int64_t now = idem__monotonic_us();
   if (now - q->since < q->turn_us && atomic_load(&sh->serving) == q->ticket) {
     atomic_store(&slot_of(sh, q->ticket)->idle, idle_mark(now));
-    slot *next = slot_of(sh, q->ticket + 1);
-    if (atomic_load(&next->sleepers))
-      syscall(SYS_futex, &next->seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    wake(sh, q->ticket + 1); /* a next in line asleep may take it soon */
     return;
   }
   q->held = false;
