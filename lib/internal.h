@@ -106,6 +106,9 @@ void idem__owner_next(idem__self *self, unsigned char out[16]);
  * process started at another time. False whenever it cannot be told. */
 bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
                       int64_t start);
+/* Whether pid names no process, or a dead one not yet reaped (a zombie),
+ * as far as this PID namespace can tell. A reused pid looks alive. */
+bool idem__pid_gone(int64_t pid);
 void idem__uuid_format(const unsigned char uuid[16], char out[37]);
 
 /* error.c */

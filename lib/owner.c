@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,15 @@ bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
   if (r < 0)
     return false;
   return (state == 'Z' && threads <= 1) || state == 'X' || now_start != start;
+}
+
+bool idem__pid_gone(int64_t pid) {
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    return true;
+  char state;
+  int64_t start, threads = 0;
+  return proc_stat(pid, &state, &start, &threads) == 1 &&
+         ((state == 'Z' && threads <= 1) || state == 'X');
 }
 
 void idem__owner_next(idem__self *self, unsigned char out[16]) {

@@ -14,12 +14,10 @@
 
 #include "internal.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,10 +93,10 @@ static uint32_t idle_mark(int64_t now_us) {
 
 /* Whether the process of ticket `serving` will never take or end its
  * turn. A pid of another PID namespace may name no process here, which
- * only skips it early; a zombie still counts as alive. */
+ * only skips it early. */
 static bool holder_gone(shared *sh, uint32_t serving) {
   pid_t pid = atomic_load(&slot_of(sh, serving)->pid);
-  return pid == 0 || (kill(pid, 0) != 0 && errno == ESRCH);
+  return pid == 0 || idem__pid_gone(pid);
 }
 
 /* How long the holder of turn `serving` has been away, or -1 if it is in

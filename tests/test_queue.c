@@ -120,9 +120,10 @@ static void test_turns_in_ticket_order(void **state) {
   }
 }
 
-/* A child takes the turn and dies in it, first inside a transaction (no
- * idle mark), then between two (idle): the next waiter gets in soon. */
-static void dies_holding(tu_fx *fx, bool idle) {
+/* A child takes the turn and dies in it, inside a transaction (no idle
+ * mark) or between two (idle), and is reaped or left a zombie: the next
+ * waiter gets in soon. */
+static void dies_holding(tu_fx *fx, bool idle, bool reap) {
   idem__queue *q = open_queue(fx);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -135,18 +136,27 @@ static void dies_holding(tu_fx *fx, bool idle) {
       idem__queue_leave(cq);
     _exit(0); /* neither leaves nor closes */
   }
-  reap_ok(pid); /* a zombie would still count as alive */
+  if (reap) {
+    reap_ok(pid);
+  } else { /* until it has exited, leaving a zombie */
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+  }
   int64_t start = now_ms();
   idem__queue_enter(q, idem__monotonic_ms() + FAR_MS);
   assert_true(now_ms() - start < SOON_MS);
   idem__queue_leave(q);
   idem__queue_close(q);
+  if (!reap)
+    reap_ok(pid);
 }
 
 static void test_dead_holder_skipped(void **state) {
   tu_fx *fx = *state;
-  dies_holding(fx, false);
-  dies_holding(fx, true);
+  dies_holding(fx, false, true);
+  dies_holding(fx, true, true);
+  dies_holding(fx, false, false);
+  dies_holding(fx, true, false);
 }
 
 /* A wait that runs out gives up its ticket: when its turn comes, the
