@@ -165,27 +165,38 @@ void idem__queue_close(idem__queue *q) {
   free(q);
 }
 
-/* Marks ticket `ticket` as this process's own and the turn as ours. */
+/* Hands ticket `ticket` to this process: no idle mark, and its pid. */
+static void own_ticket(shared *sh, uint32_t ticket) {
+  atomic_store(&slot_of(sh, ticket)->idle, 0);
+  atomic_store(&slot_of(sh, ticket)->pid, (int32_t)getpid());
+}
+
+/* Marks the turn of `ticket` as ours. */
 static void take(idem__queue *q, uint32_t ticket) {
   q->ticket = ticket;
   q->held = true;
   q->since = idem__monotonic_us();
 }
 
+/* Whether the turn this connection held between transactions is still
+ * its own; if so it is in a transaction again. */
+static bool turn_kept(idem__queue *q) {
+  if (q->held && atomic_load(&q->sh->serving) == q->ticket) {
+    atomic_store(&slot_of(q->sh, q->ticket)->idle, 0);
+    return true;
+  }
+  q->held = false; /* none, or taken over while away */
+  return false;
+}
+
 void idem__queue_enter(idem__queue *q, int64_t deadline_ms) {
   if (!q)
     return;
+  if (turn_kept(q))
+    return;
   shared *sh = q->sh;
-  if (q->held) {
-    if (atomic_load(&sh->serving) == q->ticket) {
-      atomic_store(&slot_of(sh, q->ticket)->idle, 0);
-      return;
-    }
-    q->held = false; /* taken over while away */
-  }
   uint32_t ticket = atomic_fetch_add(&sh->next, 1);
-  atomic_store(&slot_of(sh, ticket)->idle, 0);
-  atomic_store(&slot_of(sh, ticket)->pid, (int32_t)getpid());
+  own_ticket(sh, ticket);
   int64_t deadline = deadline_ms * 1000, seen_at = 0;
   uint32_t seen = 0;
   for (;;) {
@@ -230,7 +241,6 @@ void idem__queue_enter(idem__queue *q, int64_t deadline_ms) {
     nap(sh, ticket, s, wait > 0 ? wait : 1);
   }
   q->ticket = ticket;
-  q->held = false;
   if (atomic_load(&sh->serving) == ticket) {
     take(q, ticket);
     wake(sh, ticket + 1); /* the new next in line wakes up to poll */
@@ -240,18 +250,14 @@ void idem__queue_enter(idem__queue *q, int64_t deadline_ms) {
 bool idem__queue_try(idem__queue *q) {
   if (!q)
     return true;
-  shared *sh = q->sh;
-  if (q->held && atomic_load(&sh->serving) == q->ticket) {
-    atomic_store(&slot_of(sh, q->ticket)->idle, 0);
+  if (turn_kept(q))
     return true;
-  }
-  q->held = false;
+  shared *sh = q->sh;
   /* Free when every ticket handed out has had its turn. */
   uint32_t s = atomic_load(&sh->serving), n = s;
   if (!atomic_compare_exchange_strong(&sh->next, &n, s + 1))
     return false;
-  atomic_store(&slot_of(sh, s)->idle, 0);
-  atomic_store(&slot_of(sh, s)->pid, (int32_t)getpid());
+  own_ticket(sh, s);
   take(q, s);
   return true;
 }
