@@ -73,6 +73,15 @@ static void wait_tickets(tu_fx *fx, uint32_t n) {
   }
 }
 
+/* In a child: its own handle on the queue, in its turn. */
+static idem__queue *child_enter(tu_fx *fx) {
+  idem__queue *q = idem__queue_open(fx->path, IDEM__QUEUE_TURN_US);
+  if (!q)
+    _exit(10);
+  idem__queue_enter(q, idem__monotonic_ms() + FAR_MS);
+  return q;
+}
+
 static void reap_ok(pid_t pid) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -94,10 +103,7 @@ static void test_turns_in_ticket_order(void **state) {
     assert_true(pids[i] >= 0);
     if (pids[i] == 0) {
       close(fds[0]);
-      idem__queue *cq = idem__queue_open(fx->path, IDEM__QUEUE_TURN_US);
-      if (!cq)
-        _exit(10);
-      idem__queue_enter(cq, idem__monotonic_ms() + FAR_MS);
+      idem__queue *cq = child_enter(fx);
       unsigned char me = (unsigned char)i;
       if (write(fds[1], &me, 1) != 1)
         _exit(11);
@@ -128,10 +134,7 @@ static void dies_holding(tu_fx *fx, bool idle, bool reap) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    idem__queue *cq = idem__queue_open(fx->path, IDEM__QUEUE_TURN_US);
-    if (!cq)
-      _exit(10);
-    idem__queue_enter(cq, idem__monotonic_ms() + FAR_MS);
+    idem__queue *cq = child_enter(fx);
     if (idle)
       idem__queue_leave(cq);
     _exit(0); /* neither leaves nor closes */
@@ -169,15 +172,12 @@ static void test_wait_that_ran_out_is_skipped(void **state) {
   int64_t start = now_ms();
   idem__queue_enter(late, idem__monotonic_ms() + 50);
   assert_true(now_ms() - start >= 50);
-  /* `late` still holds a ticket, ahead of `next`'s. */
+  /* `late` still holds a ticket, ahead of the child's. */
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    idem__queue *cq = idem__queue_open(fx->path, IDEM__QUEUE_TURN_US);
-    if (!cq)
-      _exit(10);
     int64_t t0 = now_ms();
-    idem__queue_enter(cq, idem__monotonic_ms() + FAR_MS);
+    child_enter(fx);
     _exit(now_ms() - t0 < SOON_MS ? 0 : 12);
   }
   wait_tickets(fx, 3);
