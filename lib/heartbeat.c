@@ -21,7 +21,9 @@
  * was crossed and wakes this thread, which checkpoints on its own
  * connection. A handle without the thread checkpoints inline, as SQLite
  * would, and so does a writer that finds the WAL grown past four times
- * the threshold because the thread's checkpoints cannot catch up.
+ * the threshold because the thread's checkpoints cannot catch up. Under
+ * IDEM_SYNC_FULL, whose commits wait for the disk anyway, writers
+ * checkpoint inline at the threshold.
  */
 #include "store.h"
 
@@ -178,11 +180,19 @@ static void checkpoint(idem_db *db) {
 
 #define CHECKPOINT_PAGES 1000 /* SQLite's own default threshold */
 
-/* A checkpoint that runs beside a busy writer rarely catches up with it,
- * and SQLite can only start the WAL over from a checkpoint that did: past
- * this many pages the writer checkpoints inline after all, as SQLite
- * would, which bounds the WAL. */
-#define CHECKPOINT_PAGES_MAX (4 * CHECKPOINT_PAGES)
+/* Past this many pages the writer checkpoints inline after all, as SQLite
+ * would. A checkpoint that runs beside a busy writer rarely catches up
+ * with it, and SQLite can only start the WAL over from a checkpoint that
+ * did: under NORMAL, four times the threshold bounds the WAL. Under FULL
+ * every commit waits for a sync anyway, and while the WAL grows each of
+ * those syncs must also record the file's new size: one process ran its
+ * first second at 0.38-0.59x the floor, whose WAL starts over after 1000
+ * frames, with this bound at four times the threshold, and at 0.86-0.99x
+ * with it at the threshold (benchmarks.md, finding 15). */
+static int inline_pages(const idem_db *db) {
+  return db->opt.synchronous == IDEM_SYNC_FULL ? CHECKPOINT_PAGES
+                                               : 4 * CHECKPOINT_PAGES;
+}
 
 /* New frames between two passes of the thread: a checkpoint that runs
  * again at once copies the same hot pages again, while one that waits too
@@ -194,7 +204,7 @@ static int wal_hook(void *arg, sqlite3 *conn, const char *name, int pages) {
   if (pages < CHECKPOINT_PAGES)
     return SQLITE_OK;
   pthread_mutex_lock(&db->reg);
-  bool thread = db->hb_running && !db->hb_stop && pages < CHECKPOINT_PAGES_MAX;
+  bool thread = db->hb_running && !db->hb_stop && pages < inline_pages(db);
   /* A pass costs the same for few new frames as for many: ask for the next
    * one only once the WAL has grown by a step, or has started over. */
   bool grown =

@@ -7,7 +7,8 @@
  * writers, and idem.h promises that a call waits at most busy_timeout_ms
  * for it and then answers IDEM_EBUSY, having changed nothing. And once a
  * reader is gone the WAL must stop growing: the library checkpoints,
- * inline or from its heartbeat thread.
+ * inline or from its heartbeat thread, and under IDEM_SYNC_FULL inline at
+ * SQLite's threshold.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -258,6 +259,30 @@ static void test_reader_heartbeat_checkpoint(void **state) {
   reader_then_bounded_wal(fx_of(state), 1000);
 }
 
+/* Under IDEM_SYNC_FULL a writer checkpoints inline at SQLite's threshold
+ * of 1000 pages, heartbeat thread or not, so the WAL starts over there
+ * instead of growing to 4000 pages: while the file grows, each commit's
+ * sync must also record its new size. 1000 keys write some 2000 frames. */
+static void test_full_wal_starts_over_at_threshold(void **state) {
+  tu_fx *fx = fx_of(state);
+  fx->opts.synchronous = IDEM_SYNC_FULL;
+  idem_db *db = open_db(fx, 1000);
+  idem_lease *keep = tu_claim(db, "keep-the-heartbeat-running");
+  claim_complete_n(db, "full", 1000);
+  int64_t size = wal_size(fx->path);
+  print_message("WAL under FULL after 1000 keys: %lld bytes\n",
+                (long long)size);
+  /* A heartbeat's commit beside a checkpoint can put the start over off
+   * by a commit or two. */
+  int64_t bound = 1100 * (4096 + 24) + 32;
+  if (size > bound)
+    fail_msg("the WAL grew to %lld bytes (bound %lld)", (long long)size,
+             (long long)bound);
+  assert_int_equal(idem_complete(keep, "K", 1), IDEM_OK);
+  idem_lease_free(keep);
+  assert_int_equal(idem_close(db), IDEM_OK);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fx_setup, tu_fx_teardown)
 
 int main(void) {
@@ -265,6 +290,7 @@ int main(void) {
       T(test_write_lock_gives_ebusy),
       T(test_reader_inline_checkpoint),
       T(test_reader_heartbeat_checkpoint),
+      T(test_full_wal_starts_over_at_threshold),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
