@@ -66,10 +66,12 @@ typedef struct bench_sys {
 } bench_sys;
 
 /* Floor configuration (floor.c). */
-#define FLOOR_FULL 0x1   /* synchronous = FULL */
-#define FLOOR_INDEX 0x2  /* add libidem's partial expiry index */
-#define FLOOR_BGCKPT 0x4 /* checkpoint in a thread, not inside COMMIT */
-#define FLOOR_QUEUE 0x8  /* writers wait in libidem's queue (lib/queue.h) */
+#define FLOOR_FULL 0x1     /* synchronous = FULL */
+#define FLOOR_INDEX 0x2    /* add libidem's partial expiry index */
+#define FLOOR_BGCKPT 0x4   /* checkpoint in a thread, not inside COMMIT */
+#define FLOOR_QUEUE 0x8    /* writers wait in libidem's queue (lib/queue.h) */
+#define FLOOR_HISTORY 0x10 /* libidem's attempt history, in the row */
+#define FLOOR_HISTORY_TABLE 0x20 /* the same, in a table of its own */
 
 typedef struct floor_cfg {
   unsigned flags;

@@ -14,7 +14,10 @@
  * WAL checkpoint out of COMMIT into a thread with its own connection;
  * FLOOR_QUEUE makes writers of all processes wait their turn in libidem's
  * writers' queue (lib/queue.h) before BEGIN IMMEDIATE, with turns of
- * turn_us, instead of polling in SQLite's busy handler.
+ * turn_us, instead of polling in SQLite's busy handler. FLOOR_HISTORY
+ * writes an attempt history of the size libidem keeps into the row, in
+ * the claim's and the completion's own statements, as libidem does;
+ * FLOOR_HISTORY_TABLE writes it into a table of its own instead.
  *
  * Built with FLOOR_MAIN it is also a program of its own that prints the
  * cycle and hit floors.
@@ -40,6 +43,8 @@ enum {
   F_RELEASE,
   F_TOUCH,
   F_GET,
+  F_HIST_PUT,
+  F_HIST_ADD,
   F_NSTMT
 };
 
@@ -49,14 +54,15 @@ static const char *const floor_sql[F_NSTMT] = {
     [F_CLAIM] =
         "INSERT INTO idem_keys (key, state, attempts, fence, owner, "
         "lease_boot, lease_until, fingerprint, name, code, result, "
-        "created_at, updated_at, expires_at) "
-        "VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, NULL, NULL, 0, NULL, ?6, ?6, NULL) "
+        "created_at, updated_at, expires_at, history) "
+        "VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, NULL, NULL, 0, NULL, ?6, ?6, NULL, "
+        "?7) "
         "ON CONFLICT (key) DO UPDATE SET state = 1, attempts = attempts + 1, "
         "fence = ?2, owner = ?3, lease_boot = ?4, lease_until = ?5, "
-        "updated_at = ?6, expires_at = NULL",
+        "updated_at = ?6, expires_at = NULL, history = ?7",
     [F_FINISH] = "UPDATE idem_keys SET state = 2, code = 0, result = ?4, "
                  "owner = NULL, lease_boot = NULL, lease_until = NULL, "
-                 "updated_at = ?5, expires_at = ?6 "
+                 "updated_at = ?5, expires_at = ?6, history = history || ?7 "
                  "WHERE key = ?1 AND owner = ?2 AND fence = ?3",
     [F_RELEASE] = "UPDATE idem_keys SET owner = NULL, lease_boot = NULL, "
                   "lease_until = NULL, updated_at = ?4 "
@@ -65,6 +71,8 @@ static const char *const floor_sql[F_NSTMT] = {
                 "WHERE key = ?1 AND owner = ?2 AND fence = ?3",
     [F_GET] = "SELECT state, attempts, fence, code, updated_at, result "
               "FROM idem_keys WHERE key = ?1",
+    [F_HIST_PUT] = "INSERT OR REPLACE INTO idem_history VALUES (?1, ?2)",
+    [F_HIST_ADD] = "UPDATE idem_history SET lines = lines || ?2 WHERE key = ?1",
 };
 
 static const char floor_schema[] =
@@ -75,7 +83,9 @@ static const char floor_schema[] =
     " owner_pidns INTEGER, owner_start INTEGER, fingerprint BLOB, name TEXT,"
     " code INTEGER NOT NULL DEFAULT 0, result BLOB,"
     " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
-    " expires_at INTEGER) WITHOUT ROWID";
+    " expires_at INTEGER, history TEXT) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS idem_history ("
+    " key BLOB PRIMARY KEY NOT NULL, lines TEXT NOT NULL) WITHOUT ROWID";
 
 static const char floor_index[] =
     "CREATE INDEX IF NOT EXISTS idem_keys_expiry ON idem_keys (expires_at)"
@@ -103,6 +113,7 @@ typedef struct floor_db {
   pthread_cond_t ck_cond;
   bool ck_due, ck_stop;
   idem__queue *queue; /* FLOOR_QUEUE */
+  unsigned history;   /* FLOOR_HISTORY, FLOOR_HISTORY_TABLE or 0 */
 } floor_db;
 
 #define CKPT_PAGES 1000 /* SQLite's default wal_autocheckpoint */
@@ -175,6 +186,7 @@ static void *floor_open(const char *path, const void *cfgp) {
   for (int i = 0; i < 16; i++)
     f->boot[i] = (unsigned char)bench_rand(&seed);
   f->seq = bench_rand(&seed) >> 16;
+  f->history = cfg->flags & (FLOOR_HISTORY | FLOOR_HISTORY_TABLE);
   int rc = open_conn(path, cfg->flags, &f->conn);
   if (rc == SQLITE_OK)
     rc = sqlite3_exec(f->conn, floor_schema, NULL, NULL, NULL);
@@ -244,6 +256,39 @@ static void make_owner(floor_db *f, unsigned char owner[16]) {
   memcpy(owner + 8, f->boot, 8);
 }
 
+/* The lines libidem's history gets for an attempt that starts (with its
+ * owner as a UUID) and one that completes. */
+static int history_line(bool end, const unsigned char owner[16], int64_t now,
+                        char *out, size_t size) {
+  if (end)
+    return snprintf(out, size, "e 1 completed %lld 0 -\n", (long long)now);
+  char uuid[37], *p = uuid;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      *p++ = '-';
+    p += snprintf(p, 3, "%02x", owner[i]);
+  }
+  return snprintf(out, size, "c 1 1 %s %d %lld\n", uuid, (int)getpid(),
+                  (long long)now);
+}
+
+/* Binds the history line to parameter 7 of a row's own statement, or
+ * writes it to the history table. */
+static int put_history(floor_db *f, sqlite3_stmt *row, bool end,
+                       const char *key, size_t len,
+                       const unsigned char owner[16], int64_t now) {
+  char line[128];
+  int n = f->history ? history_line(end, owner, now, line, sizeof line) : 0;
+  if (f->history != FLOOR_HISTORY_TABLE)
+    return f->history ? sqlite3_bind_text(row, 7, line, n, SQLITE_TRANSIENT)
+                      : sqlite3_bind_null(row, 7);
+  sqlite3_bind_null(row, 7);
+  sqlite3_stmt *h = f->s[end ? F_HIST_ADD : F_HIST_PUT];
+  sqlite3_bind_blob(h, 1, key, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(h, 2, line, n, SQLITE_TRANSIENT);
+  return step(h);
+}
+
 /* BEGIN IMMEDIATE, in this handle's turn when it queues. */
 static int tx_begin(floor_db *f) {
   idem__queue_enter(f->queue, INT64_MAX / 1000);
@@ -275,7 +320,8 @@ static int tx_claim(floor_db *f, const char *key, size_t len,
   sqlite3_bind_blob(c, 4, f->boot, 16, SQLITE_STATIC);
   sqlite3_bind_int64(c, 5, now + 60000);
   sqlite3_bind_int64(c, 6, now);
-  return tx_end_commit(f, step(c));
+  rc = put_history(f, c, false, key, len, owner, now);
+  return tx_end_commit(f, rc == SQLITE_OK ? step(c) : rc);
 }
 
 static int tx_end(floor_db *f, int id, const char *key, size_t len,
@@ -294,10 +340,11 @@ static int tx_end(floor_db *f, int id, const char *key, size_t len,
     sqlite3_bind_blob(u, 4, result, sizeof result, SQLITE_STATIC);
     sqlite3_bind_int64(u, 5, now);
     sqlite3_bind_int64(u, 6, now + 86400000);
+    rc = put_history(f, u, true, key, len, owner, now);
   } else {
     sqlite3_bind_int64(u, 4, now);
   }
-  return tx_end_commit(f, step(u));
+  return tx_end_commit(f, rc == SQLITE_OK ? step(u) : rc);
 }
 
 static int floor_cycle(void *h, const char *key, size_t len) {

@@ -245,6 +245,14 @@ static entry *find_entry(const char *id) {
   return NULL;
 }
 
+/* The index of the variant of that name in e, or -1. */
+static int find_var(const entry *e, const char *name) {
+  for (int v = 0; v < e->nvar; v++)
+    if (strcmp(e->var[v], name) == 0)
+      return v;
+  return -1;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -587,7 +595,7 @@ static void run_parallel(const variant *v, int procs, int threads, bool hot,
 /* The child: one handle, then 1000 live leases; prints three RSS values. */
 static int rss_child(const char *sys_name, const char *path) {
   floor_cfg fc = {0};
-  idem_cfg ic = {IDEM_SYNC_NORMAL, 0, 5};
+  idem_cfg ic = {IDEM_SYNC_NORMAL, 0, 5, false};
   bool idem = strcmp(sys_name, "libidem") == 0;
   const bench_sys *sys = idem ? &idem_sys : &floor_sys;
   long rss0 = bench_rss_kib();
@@ -651,7 +659,9 @@ static const floor_cfg fl_normal = {.flags = 0},
                                         .turn_us = 250},
                        fl_index = {.flags = FLOOR_INDEX},
                        fl_bg = {.flags = FLOOR_BGCKPT},
-                       fl_full_bg = {.flags = FLOOR_FULL | FLOOR_BGCKPT};
+                       fl_full_bg = {.flags = FLOOR_FULL | FLOOR_BGCKPT},
+                       fl_history = {.flags = FLOOR_HISTORY},
+                       fl_history_table = {.flags = FLOOR_HISTORY_TABLE};
 static const idem_cfg id_normal = {IDEM_SYNC_NORMAL, 0, 5, false},
                       id_full = {IDEM_SYNC_FULL, 0, 5, false},
                       id_polling = {IDEM_SYNC_NORMAL, 0, 5, true},
@@ -666,22 +676,28 @@ static void order(int nv, int r, int out[MAXVAR]) {
 }
 
 static void bench_cycles(void) {
-  const variant normal[] = {{"floor", &floor_sys, &fl_normal, false},
-                            {"floor+index", &floor_sys, &fl_index, false},
-                            {"floor+bg-checkpoint", &floor_sys, &fl_bg, false},
-                            {"libidem", &idem_sys, &id_normal, false}};
+  /* The floor with libidem's attempt history, in the row and in a table of
+   * its own, prices the history and where it is kept. */
+  const variant normal[] = {
+      {"floor", &floor_sys, &fl_normal, false},
+      {"floor+index", &floor_sys, &fl_index, false},
+      {"floor+bg-checkpoint", &floor_sys, &fl_bg, false},
+      {"floor+history", &floor_sys, &fl_history, false},
+      {"floor+history table", &floor_sys, &fl_history_table, false},
+      {"libidem", &idem_sys, &id_normal, false}};
+  const int nn = sizeof normal / sizeof *normal;
   const variant full[] = {
       {"floor", &floor_sys, &fl_full, false},
       {"floor+bg-checkpoint", &floor_sys, &fl_full_bg, false},
       {"libidem", &idem_sys, &id_full, false}};
   entry *e =
       new_entry("cycle_normal", "Fresh-key cycle (begin + complete), NORMAL",
-                "cycles/s", normal, 4);
+                "cycles/s", normal, nn);
   long n = scaled(6000);
   for (int r = 0; r < reps; r++) {
     int ord[MAXVAR];
-    order(4, r, ord);
-    for (int k = 0; k < 4; k++) {
+    order(nn, r, ord);
+    for (int k = 0; k < nn; k++) {
       char path[600];
       db_path(path, sizeof path, "cycle");
       run_cycle(&normal[ord[k]], path, n, &e->m[ord[k]][r]);
@@ -704,19 +720,23 @@ static void bench_cycles(void) {
 }
 
 static void bench_reads(void) {
+  /* A history in the row makes the rows, and so the b-tree, larger. */
   const variant v[] = {{"floor", &floor_sys, &fl_normal, false},
+                       {"floor+history", &floor_sys, &fl_history, false},
                        {"libidem", &idem_sys, &id_normal, false}};
   const variant holder[] = {{"floor", &floor_sys, &fl_normal, false},
+                            {"floor+history", &floor_sys, &fl_history, false},
                             {"libidem", &idem_sys, &id_manual, false}};
+  const int nv = sizeof v / sizeof *v;
   entry *hit = new_entry("hit", "Cached hit (begin on a completed key)",
-                         "answers/s", v, 2);
+                         "answers/s", v, nv);
   entry *busy =
       new_entry("busy", "Busy answer (begin on a key leased elsewhere)",
-                "answers/s", v, 2);
+                "answers/s", v, nv);
   for (int r = 0; r < reps; r++) {
     int ord[MAXVAR];
-    order(2, r, ord);
-    for (int k = 0; k < 2; k++) {
+    order(nv, r, ord);
+    for (int k = 0; k < nv; k++) {
       int i = ord[k];
       run_read(&v[i], &holder[i], false, 1000, scaled(40000), &hit->m[i][r]);
       run_read(&v[i], &holder[i], true, 1000, scaled(40000), &busy->m[i][r]);
@@ -983,6 +1003,29 @@ static void fmt_us(char *out, size_t size, double us) {
     snprintf(out, size, "%.1f µs", us);
 }
 
+/* What libidem's attempt history costs the floor, where it is kept: the
+ * bound it puts on the cycle and the hit. */
+static void write_history_cost(FILE *f) {
+  entry *c = find_entry("cycle_normal"), *h = find_entry("hit");
+  int row = c ? find_var(c, "floor+history") : -1;
+  int table = c ? find_var(c, "floor+history table") : -1;
+  int hrow = h ? find_var(h, "floor+history") : -1;
+  if (row < 0 || table < 0 || hrow < 0)
+    return;
+  ratio cr = ratio_of(c, row, c, 0, F_RATE);
+  ratio ct = ratio_of(c, table, c, 0, F_RATE);
+  ratio hr = ratio_of(h, hrow, h, 0, F_RATE);
+  ratio hl = ratio_of(h, h->nvar - 1, h, hrow, F_RATE);
+  fprintf(f,
+          "\nlibidem's attempt history, written into the floor's rows, "
+          "costs the floor's cycle %.2f× [%.2f–%.2f] and its hit %.2f× "
+          "[%.2f–%.2f]; kept in a table of its own, it costs the cycle "
+          "%.2f× [%.2f–%.2f]. libidem's hit is %.2f× [%.2f–%.2f] the hit "
+          "of the floor with the history in its rows.\n",
+          cr.med, cr.min, cr.max, hr.med, hr.min, hr.max, ct.med, ct.min,
+          ct.max, hl.med, hl.min, hl.max);
+}
+
 /* A target line: what, the figure, the bound, met or not. */
 static void target(FILE *f, const char *what, const char *figure, bool met) {
   fprintf(f, "| %s | %s | %s |\n", what, figure, met ? "met" : "**not met**");
@@ -1008,7 +1051,7 @@ static void write_targets(FILE *f) {
   }
   entry *e = find_entry("hit");
   if (e) {
-    ratio r = ratio_of(e, 1, e, 0, F_RATE);
+    ratio r = ratio_of(e, e->nvar - 1, e, 0, F_RATE);
     snprintf(fig, sizeof fig, "%.2f× [%.2f–%.2f]", r.med, r.min, r.max);
     target(f, "cached hit ≥ 0.9× point-read floor", fig, r.med >= 0.9);
   }
@@ -1080,13 +1123,15 @@ static void write_targets(FILE *f) {
     target(f, "cycle at 1,000,000 rows ≥ 0.8× empty", fig, r.med >= 0.8);
   }
   e = find_entry("cycle_normal");
-  if (e && e->nvar == 4) {
-    ratio r = ratio_of(e, 1, e, 0, F_RATE);
+  int v = e ? find_var(e, "floor+index") : -1;
+  if (v >= 0) {
+    ratio r = ratio_of(e, v, e, 0, F_RATE);
     fprintf(f,
             "\nThe partial expiry index costs the floor %.0f%% of its cycle "
             "rate (floor+index / floor = %.2f× [%.2f–%.2f]).\n",
             (1 - r.med) * 100, r.med, r.min, r.max);
   }
+  write_history_cost(f);
 }
 
 static void write_md(const char *dir, const machine *mc, long lib_size) {
@@ -1232,6 +1277,7 @@ static void usage(void) {
           "usage: idem_bench --out DIR [--reps N] [--scale X] [--lib-size B]"
           " [--label TEXT] [--only LIST]\n"
           "       idem_bench --profile floor|libidem N\n"
+          "       idem_bench --wal-growth floor|libidem SECONDS\n"
           "  LIST: comma-separated among cycle,read,contention,heartbeat,"
           "size,memory\n");
   exit(2);
@@ -1269,17 +1315,60 @@ static int profile(const char *sys_name, long n) {
   return 0;
 }
 
+/* One process under FULL for secs seconds: the cycle rate of every 250 ms
+ * and the WAL's size then. While the WAL file grows, each commit's sync
+ * must also record its new size (benchmarks.md, finding 15). */
+static int wal_growth(const char *sys_name, double secs) {
+  bool idem = strcmp(sys_name, "libidem") == 0;
+  const bench_sys *sys = idem ? &idem_sys : &floor_sys;
+  char path[600], wal[608];
+  db_path(path, sizeof path, "growth");
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  void *h =
+      sys->open(path, idem ? (const void *)&id_full : (const void *)&fl_full);
+  if (!h)
+    die("open", -1);
+  uint64_t seed = bench_seed();
+  uint64_t start = bench_now_ns(), from = start;
+  long n = 0;
+  printf("# %s, FULL: seconds cycles_per_s wal_frames\n", sys_name);
+  for (;;) {
+    char key[BENCH_KEY_LEN];
+    bench_key(&seed, key);
+    int rc = sys->cycle(h, key, sizeof key);
+    if (rc != 0)
+      die("cycle", rc);
+    n++;
+    uint64_t now = bench_now_ns();
+    if (now - from < 250000000u)
+      continue;
+    struct stat sb;
+    long frames = stat(wal, &sb) == 0 ? (long)(sb.st_size / (4096 + 24)) : 0;
+    printf("%.2f %.0f %ld\n", (double)(now - start) / 1e9,
+           (double)n * 1e9 / (double)(now - from), frames);
+    n = 0;
+    from = now;
+    if ((double)(now - start) >= secs * 1e9)
+      break;
+  }
+  sys->close(h);
+  db_remove(path);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--rss-child") == 0)
     return rss_child(argv[2], argv[3]);
-  if (argc == 4 && strcmp(argv[1], "--profile") == 0) {
+  bool prof = argc == 4 && strcmp(argv[1], "--profile") == 0;
+  if (prof || (argc == 4 && strcmp(argv[1], "--wal-growth") == 0)) {
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/idem-bench.XXXXXX",
              t && *t ? t : "/tmp");
     if (!mkdtemp(tmpdir))
       die("mkdtemp", -1);
     atexit(cleanup_tmp);
-    return profile(argv[2], strtol(argv[3], NULL, 10));
+    return prof ? profile(argv[2], strtol(argv[3], NULL, 10))
+                : wal_growth(argv[2], strtod(argv[3], NULL));
   }
   const char *out = NULL, *only = NULL;
   long lib_size = 0;
