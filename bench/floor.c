@@ -114,6 +114,7 @@ typedef struct floor_db {
   bool ck_due, ck_stop;
   idem__queue *queue; /* FLOOR_QUEUE */
   unsigned history;   /* FLOOR_HISTORY, FLOOR_HISTORY_TABLE or 0 */
+  int pid;            /* for the history, read once as libidem does */
 } floor_db;
 
 #define CKPT_PAGES 1000 /* SQLite's default wal_autocheckpoint */
@@ -187,6 +188,7 @@ static void *floor_open(const char *path, const void *cfgp) {
     f->boot[i] = (unsigned char)bench_rand(&seed);
   f->seq = bench_rand(&seed) >> 16;
   f->history = cfg->flags & (FLOOR_HISTORY | FLOOR_HISTORY_TABLE);
+  f->pid = (int)getpid();
   int rc = open_conn(path, cfg->flags, &f->conn);
   if (rc == SQLITE_OK)
     rc = sqlite3_exec(f->conn, floor_schema, NULL, NULL, NULL);
@@ -258,8 +260,8 @@ static void make_owner(floor_db *f, unsigned char owner[16]) {
 
 /* The lines libidem's history gets for an attempt that starts (with its
  * owner as a UUID) and one that completes. */
-static int history_line(bool end, const unsigned char owner[16], int64_t now,
-                        char *out, size_t size) {
+static int history_line(bool end, const unsigned char owner[16], int pid,
+                        int64_t now, char *out, size_t size) {
   if (end)
     return snprintf(out, size, "e 1 completed %lld 0 -\n", (long long)now);
   char uuid[37], *p = uuid;
@@ -268,8 +270,7 @@ static int history_line(bool end, const unsigned char owner[16], int64_t now,
       *p++ = '-';
     p += snprintf(p, 3, "%02x", owner[i]);
   }
-  return snprintf(out, size, "c 1 1 %s %d %lld\n", uuid, (int)getpid(),
-                  (long long)now);
+  return snprintf(out, size, "c 1 1 %s %d %lld\n", uuid, pid, (long long)now);
 }
 
 /* Binds the history line to parameter 7 of a row's own statement, or
@@ -278,7 +279,8 @@ static int put_history(floor_db *f, sqlite3_stmt *row, bool end,
                        const char *key, size_t len,
                        const unsigned char owner[16], int64_t now) {
   char line[128];
-  int n = f->history ? history_line(end, owner, now, line, sizeof line) : 0;
+  int n =
+      f->history ? history_line(end, owner, f->pid, now, line, sizeof line) : 0;
   if (f->history != FLOOR_HISTORY_TABLE)
     return f->history ? sqlite3_bind_text(row, 7, line, n, SQLITE_TRANSIENT)
                       : sqlite3_bind_null(row, 7);
