@@ -94,6 +94,11 @@ void idem__self_init(idem__self *self) {
   }
 }
 
+/* A zombie whose other threads still run is not dead yet. */
+static bool dead(char state, int64_t threads) {
+  return (state == 'Z' && threads <= 1) || state == 'X';
+}
+
 bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
                       int64_t start) {
   if (!self->pidns || pid <= 0 || pidns != self->pidns || !start)
@@ -107,7 +112,7 @@ bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
     return true;
   if (r < 0)
     return false;
-  return (state == 'Z' && threads <= 1) || state == 'X' || now_start != start;
+  return dead(state, threads) || now_start != start;
 }
 
 bool idem__pid_gone(int64_t pid) {
@@ -115,8 +120,7 @@ bool idem__pid_gone(int64_t pid) {
     return true;
   char state;
   int64_t start, threads = 0;
-  return proc_stat(pid, &state, &start, &threads) == 1 &&
-         ((state == 'Z' && threads <= 1) || state == 'X');
+  return proc_stat(pid, &state, &start, &threads) == 1 && dead(state, threads);
 }
 
 void idem__owner_next(idem__self *self, unsigned char out[16]) {
