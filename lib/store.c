@@ -455,11 +455,15 @@ static void read_finished(sqlite3_stmt *s, int c, idem__row *row) {
   row->expires_at = sqlite3_column_int64(s, c + 1);
 }
 
-/* Fills a zeroed row. */
-static void read_row(sqlite3_stmt *s, idem__row *row, unsigned want) {
+/* What every read of a row reads: the head, the lease, the finish. */
+static void read_answer(sqlite3_stmt *s, idem__row *row) {
   read_head(s, row);
   read_lease(s, row);
   read_finished(s, FINISHED_COLUMN, row);
+}
+
+/* The rest of a zeroed row after read_answer(). */
+static void read_rest(sqlite3_stmt *s, idem__row *row, unsigned want) {
   if (!(want & IDEM__ROW_RESULT)) {
     row->result_len = (size_t)sqlite3_column_int64(s, RESULT_COLUMN);
   } else if (sqlite3_column_type(s, RESULT_COLUMN) != SQLITE_NULL) {
@@ -476,62 +480,56 @@ static void read_row(sqlite3_stmt *s, idem__row *row, unsigned want) {
   }
 }
 
-/* Steps statement `id` on key; *row is the statement, holding the row,
- * when the key has one, and NULL (the statement reset) when not. */
-static int step_key(idem__store *st, int id, const void *key, size_t key_len,
-                    sqlite3_stmt **row) {
-  sqlite3_stmt *s;
-  *row = NULL;
-  int rc = stmt(st, id, &s);
+/* Steps statement `id` on key and reads what read_answer() reads. *s is
+ * the statement, lent to the row until the next call, when the key has a
+ * row; NULL (the statement reset, the row absent) when not. */
+static int fetch(idem__store *st, int id, const void *key, size_t key_len,
+                 idem__row *row, sqlite3_stmt **s) {
+  memset(row, 0, sizeof *row);
+  row->state = IDEM_STATE_ABSENT;
+  *s = NULL;
+  sqlite3_stmt *q;
+  int rc = stmt(st, id, &q);
   if (rc)
     return rc;
-  rc = bind_blob(s, 1, key, key_len);
+  rc = bind_blob(q, 1, key, key_len);
   if (rc == SQLITE_OK)
-    rc = sqlite3_step(s);
-  if (rc == SQLITE_ROW) {
-    *row = s;
-    return SQLITE_OK;
+    rc = sqlite3_step(q);
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
   }
-  sqlite3_reset(s);
-  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  read_answer(q, row);
+  st->borrowed = *s = q;
+  return SQLITE_OK;
 }
 
 int idem__row_get(idem__store *st, const void *key, size_t key_len,
                   idem__row *row, unsigned want) {
   sqlite3_stmt *s;
-  memset(row, 0, sizeof *row);
-  row->state = IDEM_STATE_ABSENT;
-  int rc = step_key(st,
-                    want & IDEM__ROW_HISTORY  ? S_GET_ALL
-                    : want & IDEM__ROW_RESULT ? S_GET_RESULT
-                                              : S_GET,
-                    key, key_len, &s);
-  if (rc || !s)
-    return rc;
-  read_row(s, row, want);
-  st->borrowed = s; /* the row points into it until the next call */
-  return SQLITE_OK;
+  int rc = fetch(st,
+                 want & IDEM__ROW_HISTORY  ? S_GET_ALL
+                 : want & IDEM__ROW_RESULT ? S_GET_RESULT
+                                           : S_GET,
+                 key, key_len, row, &s);
+  if (s)
+    read_rest(s, row, want);
+  return rc;
 }
 
 int idem__row_peek(idem__store *st, const void *key, size_t key_len,
                    idem__row *row) {
   sqlite3_stmt *s;
-  memset(row, 0, sizeof *row);
-  row->state = IDEM_STATE_ABSENT;
-  int rc = step_key(st, S_PEEK, key, key_len, &s);
-  if (rc || !s)
+  int rc = fetch(st, S_PEEK, key, key_len, row, &s);
+  if (!s)
     return rc;
-  read_head(s, row);
-  read_lease(s, row);
-  read_finished(s, FINISHED_COLUMN, row);
   /* An answer makes no difference between a NULL and an empty result: no
    * call to tell them apart. */
   row->result = sqlite3_column_blob(s, RESULT_COLUMN);
   row->result_len = (size_t)sqlite3_column_bytes(s, RESULT_COLUMN);
   if (!row->result)
     row->result = "";
-  st->borrowed = s;
-  return SQLITE_OK;
+  return rc;
 }
 
 int idem__fence_floor(idem__store *st, uint64_t *out) {
@@ -828,7 +826,8 @@ int idem__rows_scan(idem__store *st, int state, const void *after,
   }
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     idem__row row = {0};
-    read_row(s, &row, 0);
+    read_answer(s, &row);
+    read_rest(s, &row, 0);
     const void *key = sqlite3_column_blob(s, TAIL_COLUMN);
     size_t key_len = (size_t)sqlite3_column_bytes(s, TAIL_COLUMN);
     if (fn(ctx, key ? key : "", key_len, &row))
