@@ -1288,6 +1288,7 @@ static void usage(void) {
           " [--label TEXT] [--only LIST]\n"
           "       idem_bench --profile floor|libidem N\n"
           "       idem_bench --wal-growth floor|libidem SECONDS\n"
+          "       idem_bench --procs floor|libidem N SECONDS\n"
           "  LIST: comma-separated among cycle,read,contention,heartbeat,"
           "size,memory\n");
   exit(2);
@@ -1308,12 +1309,17 @@ static void cleanup_tmp(void) {
     rmdir(tmpdir);
 }
 
+/* The floor or libidem, as named on the command line, under NORMAL. */
+static variant normal_variant(const char *sys_name) {
+  bool idem = strcmp(sys_name, "libidem") == 0;
+  return (variant){sys_name, idem ? &idem_sys : &floor_sys,
+                   idem ? (const void *)&id_normal : (const void *)&fl_normal,
+                   false};
+}
+
 /* For a profiler: n fresh-key cycles and n hits of one system, NORMAL. */
 static int profile(const char *sys_name, long n) {
-  bool idem = strcmp(sys_name, "libidem") == 0;
-  const variant v = {sys_name, idem ? &idem_sys : &floor_sys,
-                     idem ? (const void *)&id_normal : (const void *)&fl_normal,
-                     false};
+  const variant v = normal_variant(sys_name);
   char path[600];
   db_path(path, sizeof path, "profile");
   bench_meas m;
@@ -1366,17 +1372,35 @@ static int wal_growth(const char *sys_name, double secs) {
   return 0;
 }
 
+/* One run of `procs` processes on disjoint keys, NORMAL, for secs seconds:
+ * one line of rate and latencies (µs), for a script or a profiler. */
+static int one_parallel(const char *sys_name, int procs, double secs) {
+  const variant v = normal_variant(sys_name);
+  if (procs < 1 || procs > MAXW || !(secs > 0))
+    usage();
+  bench_meas m;
+  run_parallel(&v, procs, 1, false, secs, &m);
+  printf("%s procs=%d rate=%.0f p50=%.1f p99=%.1f max=%.1f\n", sys_name, procs,
+         m.rate, m.p50, m.p99, m.max);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "--rss-child") == 0)
     return rss_child(argv[2], argv[3]);
   bool prof = argc == 4 && strcmp(argv[1], "--profile") == 0;
-  if (prof || (argc == 4 && strcmp(argv[1], "--wal-growth") == 0)) {
+  bool growth = argc == 4 && strcmp(argv[1], "--wal-growth") == 0;
+  bool procs = argc == 5 && strcmp(argv[1], "--procs") == 0;
+  if (prof || growth || procs) {
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/idem-bench.XXXXXX",
              t && *t ? t : "/tmp");
     if (!mkdtemp(tmpdir))
       die("mkdtemp", -1);
     atexit(cleanup_tmp);
+    if (procs)
+      return one_parallel(argv[2], (int)strtol(argv[3], NULL, 10),
+                          strtod(argv[4], NULL));
     return prof ? profile(argv[2], strtol(argv[3], NULL, 10))
                 : wal_growth(argv[2], strtod(argv[3], NULL));
   }
