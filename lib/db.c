@@ -46,19 +46,30 @@ int idem__check_key(idem_db *db, const void *key, size_t key_len) {
   return IDEM_OK;
 }
 
+/* How much of idem_options a caller compiled with `version` passes: the
+ * struct only grows at its end, so an older caller's is a prefix. A new
+ * version adds a case, and version 1 becomes the offset of its first new
+ * field. */
+static size_t options_size(unsigned version) {
+  return version == 1 ? sizeof(idem_options) : 0;
+}
+
 /* Copies the caller's options over the defaults, reading no further than
- * the version the caller was compiled with. */
+ * the version the caller was compiled with, and settles what the defaults
+ * leave to be derived (NULL options get exactly what IDEM_OPTIONS_INIT
+ * gets). */
 static int take_options(idem_db *db, const idem_options *in) {
   static const idem_options defaults = IDEM_OPTIONS_INIT;
   db->opt = defaults;
-  if (!in)
-    return IDEM_OK;
-  if (in->version < 1 || in->version > IDEM_OPTIONS_VERSION)
-    return idem__error(db, IDEM_EINVAL,
-                       "options version %u is not supported (1..%d); "
-                       "initialise them with IDEM_OPTIONS_INIT",
-                       in->version, IDEM_OPTIONS_VERSION);
-  db->opt = *in;
+  if (in) {
+    size_t n = options_size(in->version);
+    if (n == 0)
+      return idem__error(db, IDEM_EINVAL,
+                         "options version %u is not supported (1..%d); "
+                         "initialise them with IDEM_OPTIONS_INIT",
+                         in->version, IDEM_OPTIONS_VERSION);
+    memcpy(&db->opt, in, n);
+  }
   idem_options *o = &db->opt;
   const unsigned known = IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE |
                          IDEM_OPEN_SHARED | IDEM_OPEN_TTL_ONLY;

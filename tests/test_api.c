@@ -164,6 +164,41 @@ static void test_open_options_edges(void **state) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
+/* The threads of this process, from /proc/self/status; -1 if unknown. */
+static int thread_count(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int n = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "Threads: %d", &n) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return n;
+}
+
+/* NULL options are IDEM_OPTIONS_INIT's, heartbeat included: the first
+ * claim starts the thread that keeps a job longer than the TTL its lease.
+ * NULL must not skip the step that turns heartbeat_ms 0 into ttl_ms / 2. */
+static void test_null_options_heartbeat(void **state) {
+  tu_fx *fx = fx_of(state);
+  static const idem_options init = IDEM_OPTIONS_INIT;
+  const idem_options *cases[] = {NULL, &init};
+  for (int i = 0; i < 2; i++) {
+    idem_db *db = NULL;
+    assert_int_equal(tu_open(&db, fx->path, cases[i]), IDEM_OK);
+    int before = thread_count();
+    assert_true(before > 0);
+    idem_lease *l = tu_claim(db, i ? "init" : "null");
+    if (thread_count() != before + 1)
+      fail_msg("%s options: %d threads before the claim, %d after",
+               i ? "IDEM_OPTIONS_INIT" : "NULL", before, thread_count());
+    assert_int_equal(idem_complete(l, "ok", 2), IDEM_OK);
+    idem_lease_free(l);
+    assert_int_equal(idem_close(db), IDEM_OK);
+  }
+}
+
 /* idem_close(NULL) is a harmless no-op. */
 static void test_close_null(void **state) {
   (void)state;
@@ -686,6 +721,7 @@ int main(void) {
       T(test_open_null_args),
       T(test_open_options_invalid),
       T(test_open_options_edges),
+      T(test_null_options_heartbeat),
       T(test_close_null),
       T(test_null_db),
       TO(test_null_args),
