@@ -347,7 +347,6 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
                                         hist.p, hist.len);
     idem__text_free(&hist);
     answer = answer_from_row(db, &row, &d, out);
-    *poisoned_now = true;
     break;
   }
   default:
@@ -364,6 +363,8 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
     *sqlite_rc = rc;
     return 0;
   }
+  /* Told only of a poisoning that was committed. */
+  *poisoned_now = d.action == IDEM__DO_POISON;
   return answer;
 }
 

@@ -489,6 +489,51 @@ static void test_handle_recovers(void **state) {
   tu_assert_integrity(fx->path);
 }
 
+static void count_poison(void *ctx, const void *key, size_t key_len,
+                         uint32_t attempts) {
+  (void)key;
+  (void)key_len;
+  (void)attempts;
+  ++*(int *)ctx;
+}
+
+/* on_poison is told after the commit: a poisoning that the disk refused
+ * was rolled back, and is not told, whether the begin then fails (closed)
+ * or runs the job unguarded (open). Once the disk is back it is told
+ * once. */
+static void test_poison_told_after_commit(void **state) {
+  tu_fx *fx = fx_of(state);
+  for (int policy = 0; policy < 2; policy++) {
+    fresh_dir(fx);
+    int told = 0;
+    fx->opts.max_attempts = 1;
+    fx->opts.fail_policy = policy ? IDEM_FAIL_OPEN : IDEM_FAIL_CLOSED;
+    fx->opts.on_poison = count_poison;
+    fx->opts.poison_ctx = &told;
+    idem_db *db = open_faulty(fx, IDEM_SYNC_NORMAL);
+    idem_lease *l = tu_claim(db, "k");
+    assert_int_equal(idem_release(l, "again"), IDEM_OK);
+    idem_lease_free(l);
+    idem_answer a = IDEM_ANSWER_INIT;
+    fv_arm(0, SQLITE_IOERR_WRITE, FV_STICKY);
+    int rc = tu_begin(db, "k", &a);
+    fv_disarm();
+    assert_int_equal(rc, policy ? IDEM_CLAIMED : IDEM_EIO);
+    if (rc == IDEM_CLAIMED) {
+      assert_true(a.unguarded);
+      assert_int_equal(idem_complete(a.lease, "x", 1), IDEM_OK);
+      idem_lease_free(a.lease);
+    }
+    assert_int_equal(told, 0);
+    assert_int_equal(state_of(db, "k", NULL), IDEM_STATE_PENDING);
+    assert_int_equal(tu_begin(db, "k", &a), IDEM_POISONED);
+    assert_int_equal(told, 1);
+    idem_answer_clear(&a);
+    assert_int_equal(idem_close(db), IDEM_OK);
+    tu_assert_integrity(fx->path);
+  }
+}
+
 static int setup_group(void **state) {
   (void)state;
   return fv_register();
@@ -498,9 +543,11 @@ static int setup_group(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_open_sweep),  T(test_begin_sweep),   T(test_complete_sweep),
-      T(test_fail_sweep),  T(test_release_sweep), T(test_heartbeat_sweep),
-      T(test_purge_sweep), T(test_reset_sweep),   T(test_handle_recovers),
+      T(test_open_sweep),      T(test_begin_sweep),
+      T(test_complete_sweep),  T(test_fail_sweep),
+      T(test_release_sweep),   T(test_heartbeat_sweep),
+      T(test_purge_sweep),     T(test_reset_sweep),
+      T(test_handle_recovers), T(test_poison_told_after_commit),
   };
   return cmocka_run_group_tests(tests, setup_group, NULL);
 }
