@@ -123,10 +123,11 @@ extern "C" {
  * Errors are negative. Their numbers are fixed: new codes are appended,
  * none is ever reused. */
 #define IDEM_OK 0
-/* An argument is NULL, empty or malformed. */
+/* An argument is NULL, empty or malformed, or a struct was not initialised
+ * with its _INIT macro. */
 #define IDEM_EINVAL (-1)
 /* A call out of order: a lease already finished, a handle closed while its
- * leases are not freed, a struct not initialised with its _INIT macro. */
+ * leases are not freed. */
 #define IDEM_EMISUSE (-2)
 /* Out of memory; nothing was changed. */
 #define IDEM_ENOMEM (-3)
@@ -462,7 +463,10 @@ IDEM_EXPORT int idem_fail(idem_lease *lease, int code, const void *result,
 /* Gives the lease back: the attempt stays counted and the key can be
  * claimed again at once. `reason` (may be NULL, <= IDEM_MAX_REASON) is kept
  * for the log. Fenced; returns IDEM_OK, IDEM_ELEASELOST, IDEM_EMISUSE,
- * IDEM_ETOOBIG or a storage error (the lease then ends by its TTL). */
+ * IDEM_EINVAL (NULL lease), IDEM_ETOOBIG or a storage error. After a storage
+ * error the lease is still held, and still kept alive by the heartbeat: call
+ * idem_release() again, or finish the job; a lease freed while the release
+ * still cannot be written ends by its TTL. */
 IDEM_EXPORT int idem_release(idem_lease *lease, const char *reason);
 
 /* Non-zero once the lease is known to be lost: a heartbeat or a fenced call
@@ -483,7 +487,8 @@ IDEM_EXPORT void idem_lease_free(idem_lease *lease);
  * background thread does every heartbeat_ms. For callers that run without
  * the thread (heartbeat_ms < 0) or want a refresh now. *lost_out (may be
  * NULL) gets the number of leases found lost in this round.
- * Returns IDEM_OK or a storage error. Thread-safe. */
+ * Returns IDEM_OK, IDEM_EINVAL (NULL handle) or a storage error.
+ * Thread-safe. */
 IDEM_EXPORT int idem_heartbeat(idem_db *db, unsigned *lost_out);
 
 /* --- The whole cycle in one call --------------------------------------- */
@@ -561,7 +566,8 @@ typedef int (*idem_list_fn)(void *ctx, const idem_record *rec);
  * after_len 0 to start at the beginning), of state `state`
  * (IDEM_STATE_*, or -1 for all). To page, pass the last key seen.
  * *count_out (may be NULL) gets the number of rows reported.
- * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM or a storage error.
+ * Returns IDEM_OK, IDEM_EINVAL, IDEM_ETOOBIG (after_len over
+ * IDEM_MAX_KEY), IDEM_ENOMEM or a storage error.
  * Thread-safe. */
 IDEM_EXPORT int idem_list(idem_db *db, int state, const void *after,
                           size_t after_len, unsigned limit, idem_list_fn fn,
