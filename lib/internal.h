@@ -90,6 +90,7 @@ struct idem_lease {
   void *result;
   size_t result_len;
   int result_code;
+  int64_t finished_at; /* wall ms that this lease's finish wrote, or 0 */
   size_t key_len;
   unsigned char key[]; /* key_len bytes, then a NUL */
 };

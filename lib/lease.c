@@ -553,6 +553,10 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
           len, now.wall,
           db->opt.retention_ms ? now.wall + db->opt.retention_ms : 0, &changed);
   }
+  /* Kept across a commit that failed but landed: the retry that finds the
+   * row finished writes nothing, and this stays the time on the row. */
+  if (rc == 0 && changed && op != END_RELEASE)
+    l->finished_at = now.wall;
   if (!own_tx) {
     if (rc == 0 && !changed) {
       idem__row row;

@@ -30,11 +30,13 @@ int idem_lease_set_result(idem_lease *lease, const void *result, size_t len,
   return IDEM_OK;
 }
 
-/* Moves the job's result into the answer, as a later begin would see it. */
+/* Moves the job's result into the answer, as a later begin would see it:
+ * a completion stores no code, whatever the job set. */
 static void take_result(idem_lease *l, idem_answer *out) {
   out->result = l->result;
   out->result_len = l->result_len;
-  out->code = l->result_code;
+  out->code = out->status == IDEM_FAILED ? l->result_code : 0;
+  out->finished_at = l->finished_at;
   l->result = NULL;
   l->result_len = 0;
   if (!out->result) {

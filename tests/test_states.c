@@ -1535,13 +1535,17 @@ static int job(void *ctx, idem_lease *lease) {
 
 /* idem_run with a job that succeeds: the key is completed with the result
  * the job set, ran is 1, no lease is left in the answer; a second run
- * serves the cached result without calling the job (ran 0). */
+ * serves the cached result without calling the job (ran 0). The first
+ * answer is the one a later begin gets: code 0 (a completion stores none,
+ * whatever code the job set) and the time of the completion. */
 static void test_run_done_then_cached(void **state) {
   tu_fx *fx = fx_of(state);
   struct job_ctx j = {0};
   j.verdict = IDEM_JOB_DONE;
   j.result = "job-result";
+  j.code = 7;
   idem_answer a = IDEM_ANSWER_INIT;
+  int64_t done_at = tu_clock_now(&fx->clock, IDEM_CLOCK_WALL);
   assert_int_equal(idem_run(fx->db, "k", 1, NULL, job, &j, &a), IDEM_COMPLETED);
   assert_int_equal(a.status, IDEM_COMPLETED);
   assert_int_equal(a.ran, 1);
@@ -1549,16 +1553,20 @@ static void test_run_done_then_cached(void **state) {
   assert_int_equal(a.result_len, 10);
   assert_memory_equal(a.result, "job-result", 11);
   assert_int_equal(a.code, 0);
+  assert_int_equal(a.finished_at, done_at);
   assert_int_equal(j.calls, 1);
   assert_int_equal(j.set_rc, IDEM_OK);
   assert_int_equal(j.attempt_seen, 1);
   assert_true(j.fence_seen >= 1);
   idem_answer_clear(&a);
 
+  tu_clock_advance(&fx->clock, 1000);
   assert_int_equal(idem_run(fx->db, "k", 1, NULL, job, &j, &a), IDEM_COMPLETED);
   assert_int_equal(a.ran, 0);
   assert_int_equal(j.calls, 1);
   assert_memory_equal(a.result, "job-result", 11);
+  assert_int_equal(a.code, 0);
+  assert_int_equal(a.finished_at, done_at);
   idem_answer_clear(&a);
   idem_record r = row_of(fx->db, "k");
   assert_int_equal(r.state, IDEM_STATE_COMPLETED);
@@ -1603,15 +1611,19 @@ static void test_run_fail(void **state) {
   j.result = "bad input";
   j.code = 7;
   idem_answer a = IDEM_ANSWER_INIT;
+  int64_t failed_at = tu_clock_now(&fx->clock, IDEM_CLOCK_WALL);
   assert_int_equal(idem_run(fx->db, "k", 1, NULL, job, &j, &a), IDEM_FAILED);
   assert_int_equal(a.ran, 1);
   assert_int_equal(a.code, 7);
+  assert_int_equal(a.finished_at, failed_at);
   assert_memory_equal(a.result, "bad input", 10);
   assert_null(a.lease);
   idem_answer_clear(&a);
+  tu_clock_advance(&fx->clock, 1000);
   assert_int_equal(idem_run(fx->db, "k", 1, NULL, job, &j, &a), IDEM_FAILED);
   assert_int_equal(a.ran, 0);
   assert_int_equal(a.code, 7);
+  assert_int_equal(a.finished_at, failed_at);
   assert_int_equal(j.calls, 1);
   idem_answer_clear(&a);
 }
