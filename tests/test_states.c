@@ -715,6 +715,40 @@ static void test_heartbeat_extends_live_lease(void **state) {
   close_db(db2);
 }
 
+/* One heartbeat refreshes every live lease of the handle, not only one:
+ * three leases held 0.9 TTL all get a full TTL back from a single round,
+ * and after another 0.9 TTL another handle finds each of them busy. */
+static void test_heartbeat_refreshes_every_lease(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *db2 = open_with(fx, &fx->opts);
+  const char *keys[] = {"a", "b", "c"};
+  idem_lease *l[3];
+  for (int i = 0; i < 3; i++) {
+    l[i] = tu_claim(fx->db, keys[i]);
+    tu_clock_advance_lease(&fx->clock, 100);
+  }
+  tu_clock_advance_lease(&fx->clock, TTL * 9 / 10);
+  unsigned lost = 99;
+  assert_int_equal(idem_heartbeat(fx->db, &lost), IDEM_OK);
+  assert_int_equal(lost, 0);
+  for (int i = 0; i < 3; i++) {
+    idem_record r = row_of(db2, keys[i]);
+    if (r.lease_ms != TTL)
+      fail_msg("lease of %s: %lld ms left after the round", keys[i],
+               (long long)r.lease_ms);
+    idem_record_clear(&r);
+  }
+  tu_clock_advance_lease(&fx->clock, TTL * 9 / 10);
+  for (int i = 0; i < 3; i++) {
+    idem_answer a = IDEM_ANSWER_INIT;
+    assert_int_equal(tu_begin(db2, keys[i], &a), IDEM_BUSY);
+    idem_answer_clear(&a);
+    assert_int_equal(idem_complete(l[i], "v", 1), IDEM_OK);
+    idem_lease_free(l[i]);
+  }
+  close_db(db2);
+}
+
 /* A lease past its TTL that nobody took over still carries the row's owner
  * and fence, so its holder may still complete (nobody else ran the job). */
 static void test_expired_not_retaken_completes(void **state) {
@@ -1356,6 +1390,67 @@ static void drop_write_lock(sqlite3 *c) {
   assert_int_equal(sqlite3_close(c), SQLITE_OK);
 }
 
+/* The write lock is held by `raw`; when a begin waits for it, `raw`
+ * finishes key "k" (as a completion by its holder would) and commits. */
+struct finisher {
+  sqlite3 *raw;
+  int64_t wall;
+  int calls;
+};
+
+static int finish_while_waiting(void *ctx, int count) {
+  struct finisher *f = ctx;
+  if (f->calls++ == 0) {
+    char sql[256];
+    snprintf(
+        sql, sizeof sql,
+        "UPDATE idem_keys SET state = %d, code = 0, result = 'done', "
+        "owner = NULL, lease_boot = NULL, lease_until = NULL, "
+        "owner_pid = NULL, updated_at = %lld WHERE key = CAST('k' AS BLOB); "
+        "COMMIT",
+        IDEM_STATE_COMPLETED, (long long)f->wall);
+    assert_int_equal(sqlite3_exec(f->raw, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(f->raw), 1);
+  }
+  return count < 100;
+}
+
+/* A completion that lands after a begin's read snapshot but before it gets
+ * the write lock is what the begin answers: the snapshot showed a lease
+ * past its TTL (claimable), but under the lock the row is read again and
+ * found completed, so the begin serves the result, counts no attempt and
+ * claims nothing. The begin's handle runs on a connection of the test's
+ * own, whose busy handler lands the completion while the begin waits. */
+static void test_completion_between_snapshot_and_lock(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_lease *l = tu_claim(fx->db, "k");
+  tu_clock_advance_lease(&fx->clock, TTL + 1);
+  sqlite3 *conn = NULL;
+  assert_int_equal(
+      sqlite3_open_v2(fx->path, &conn, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+  idem_db *db2 = NULL;
+  assert_int_equal(idem_open_db(&db2, conn, &fx->opts), IDEM_OK);
+  struct finisher f = {hold_write_lock(fx->path),
+                       tu_clock_now(&fx->clock, IDEM_CLOCK_WALL), 0};
+  sqlite3_busy_handler(conn, finish_while_waiting, &f);
+  idem_answer a = IDEM_ANSWER_INIT;
+  assert_int_equal(tu_begin(db2, "k", &a), IDEM_COMPLETED);
+  assert_true(f.calls >= 1);
+  assert_int_equal(a.result_len, 4);
+  assert_memory_equal(a.result, "done", 4);
+  assert_int_equal(a.attempts, 1);
+  assert_null(a.lease);
+  idem_answer_clear(&a);
+  idem_record r = row_of(fx->db, "k");
+  assert_int_equal(r.state, IDEM_STATE_COMPLETED);
+  assert_int_equal(r.attempts, 1);
+  idem_record_clear(&r);
+  assert_int_equal(sqlite3_close(f.raw), SQLITE_OK);
+  close_db(db2);
+  assert_int_equal(sqlite3_close(conn), SQLITE_OK);
+  idem_lease_free(l);
+}
+
 struct log_lines {
   int calls;
   int errors; /* calls at IDEM_LOG_ERROR */
@@ -1889,6 +1984,7 @@ int main(void) {
       TO(test_heartbeat_reports_takeover),
       TO(test_heartbeat_never_revives),
       TO(test_heartbeat_extends_live_lease),
+      TO(test_heartbeat_refreshes_every_lease),
       TO(test_expired_not_retaken_completes),
       TO(test_complete_twice_is_misuse),
       TO(test_other_boot_lease_expired),
@@ -1905,6 +2001,7 @@ int main(void) {
       TO(test_reset_state),
       TO(test_stats_counts),
       TO(test_write_lock_fails_closed),
+      TO(test_completion_between_snapshot_and_lock),
       TO(test_write_lock_fail_open),
       TO(test_complete_retried_after_busy),
       TO(test_log_events),
