@@ -1786,6 +1786,8 @@ struct holder {
   idem_lease *lease;
   int complete; /* 1: complete with "winner"; 0: release */
   int rc;
+  idem_db *waiter; /* the waiter's handle, whose busy answers are counted */
+  uint64_t busy0;  /* its count before the waiter began */
 };
 
 static void sleep_ms(long ms) {
@@ -1794,9 +1796,17 @@ static void sleep_ms(long ms) {
     ;
 }
 
+static uint64_t busy_count(idem_db *db) {
+  idem_stats st = IDEM_STATS_INIT;
+  return idem_stats_get(db, &st) == IDEM_OK ? st.busy : 0;
+}
+
+/* Finishes only once the waiter has been answered BUSY at least once, so
+ * that it is waiting, not arriving after the finish (up to 20 s). */
 static void *holder_main(void *arg) {
   struct holder *h = arg;
-  sleep_ms(40);
+  for (int i = 0; i < 20000 && busy_count(h->waiter) == h->busy0; i++)
+    sleep_ms(1);
   h->rc = h->complete ? idem_complete(h->lease, "winner", 6)
                       : idem_release(h->lease, NULL);
   idem_lease_free(h->lease);
@@ -1818,7 +1828,8 @@ static void test_run_waits_for_winner(void **state) {
       char key[8];
       snprintf(key, sizeof key, "w%d%d", same, complete);
       idem_db *holder_db = same ? fx->db : other;
-      struct holder h = {tu_claim(holder_db, key), complete, 1};
+      struct holder h = {tu_claim(holder_db, key), complete, 1, fx->db,
+                         busy_count(fx->db)};
       pthread_t t;
       assert_int_equal(pthread_create(&t, NULL, holder_main, &h), 0);
       struct job_ctx j = {0};
@@ -1828,6 +1839,7 @@ static void test_run_waits_for_winner(void **state) {
       int rc = idem_run(fx->db, key, strlen(key), &bo, job, &j, &a);
       assert_int_equal(pthread_join(t, NULL), 0);
       assert_int_equal(h.rc, IDEM_OK);
+      assert_true(busy_count(fx->db) > h.busy0);
       assert_int_equal(rc, IDEM_COMPLETED);
       assert_null(a.lease);
       if (complete) {
@@ -1855,13 +1867,15 @@ static void test_begin_waits(void **state) {
   bo.wait_ms = 20000;
   for (int complete = 1; complete >= 0; complete--) {
     const char *key = complete ? "wc" : "wr";
-    struct holder h = {tu_claim(other, key), complete, 1};
+    struct holder h = {tu_claim(other, key), complete, 1, fx->db,
+                       busy_count(fx->db)};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, holder_main, &h), 0);
     idem_answer a = IDEM_ANSWER_INIT;
     int rc = idem_begin(fx->db, key, 2, &bo, &a);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(h.rc, IDEM_OK);
+    assert_true(busy_count(fx->db) > h.busy0);
     if (complete) {
       assert_int_equal(rc, IDEM_COMPLETED);
       assert_memory_equal(a.result, "winner", 7);
