@@ -9,7 +9,8 @@
  *
  * The race tests use the real clocks (processes cannot share a fake one).
  * The crash tests use a fake clock that the child inherits by fork() at the
- * same reading, and that the parent alone moves afterwards.
+ * same reading, and that the parent alone moves afterwards: a claim made
+ * while it stands still cannot be a lease running out.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -359,26 +360,69 @@ static pid_t start_holder(tu_fx *fx, int how, int *from_child,
   }
   close(p[1]);
   uint64_t msg[2];
-  assert_int_equal(read(p[0], msg, sizeof msg), (ssize_t)sizeof msg);
+  if (read(p[0], msg, sizeof msg) != (ssize_t)sizeof msg) {
+    /* The child ended before it could report: its exit code says why. */
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    fail_msg("holder %s %d before reporting its claim",
+             WIFEXITED(status) ? "exited with" : "killed by signal",
+             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  }
   *fence = msg[0];
   *from_child = p[0];
   return pid;
 }
 
-/* After the holder died: the key stays protected until its lease runs out
- * (BUSY with no more than the TTL left), then the survivor claims it as
- * attempt 2 with a higher fence and completes it. */
-static void survivor_takes_over(tu_fx *fx, uint64_t dead_fence) {
+/* Makes a holder die with its lease (`how` 0: it exits, 1: SIGKILL while
+ * its SQLite connection is open), reaps it, checks that it ended that way
+ * and not by a failure of its own, and returns its fence. */
+static uint64_t dead_holder(tu_fx *fx, int how) {
+  int from_child;
+  uint64_t fence;
+  pid_t pid = start_holder(fx, how, &from_child, &fence);
+  if (how == 1)
+    assert_int_equal(kill(pid, SIGKILL), 0);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (how == 0)
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == CHILD_OK);
+  else
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  close(from_child);
+  return fence;
+}
+
+/* Another process takes the key over from the dead holder, as attempt 2
+ * with a higher fence, and its result stands.
+ *
+ * By default the survivor's first begin claims at once: the lease row names
+ * the holder's pid, PID namespace and start time, and a reaped holder of our
+ * namespace on this boot names no process any more, which proves that
+ * nobody holds the lease. The fake clock still reads what the holder read
+ * when it claimed, so its lease had the whole TTL left: only that proof of
+ * death can explain the claim.
+ *
+ * With IDEM_OPEN_TTL_ONLY (ttl_only) the survivor does not look at the
+ * holder process, so the lease is honoured like a live one: BUSY, with the
+ * whole TTL and then its last millisecond left, no attempt counted, until
+ * the fake clock passes its deadline. */
+static void survivor_takes_over(tu_fx *fx, uint64_t dead_fence, int ttl_only) {
+  idem_options o = fx->opts;
+  if (ttl_only)
+    o.flags |= IDEM_OPEN_TTL_ONLY;
   idem_db *db = NULL;
-  assert_int_equal(tu_open(&db, fx->path, &fx->opts), IDEM_OK);
+  assert_int_equal(tu_open(&db, fx->path, &o), IDEM_OK);
+  assert_int_equal(tu_clock_now(&fx->clock, IDEM_CLOCK_LEASE), TU_LEASE_START);
   idem_answer a = IDEM_ANSWER_INIT;
-  int rc = tu_begin(db, "crash", &a);
-  if (rc == IDEM_BUSY) {
-    assert_true(a.lease_ms > 0 && a.lease_ms <= TTL);
-    tu_clock_advance_lease(&fx->clock, TTL + 1);
-    rc = tu_begin(db, "crash", &a);
+  if (ttl_only) {
+    assert_int_equal(tu_begin(db, "crash", &a), IDEM_BUSY);
+    assert_int_equal(a.lease_ms, TTL);
+    tu_clock_advance_lease(&fx->clock, TTL - 1);
+    assert_int_equal(tu_begin(db, "crash", &a), IDEM_BUSY);
+    assert_int_equal(a.lease_ms, 1);
+    tu_clock_advance_lease(&fx->clock, 2);
   }
-  assert_int_equal(rc, IDEM_CLAIMED);
+  assert_int_equal(tu_begin(db, "crash", &a), IDEM_CLAIMED);
   assert_int_equal(a.attempts, 2);
   assert_true(a.fence > dead_fence);
   assert_int_equal(idem_complete(a.lease, "survivor", 8), IDEM_OK);
@@ -388,33 +432,30 @@ static void survivor_takes_over(tu_fx *fx, uint64_t dead_fence) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-/* A holder that exits without completing does not block the key forever:
- * once its TTL has passed on the fake clock, another process claims it. */
+/* A holder that exits without completing does not block the key: its death
+ * is seen at once. */
 static void test_crash_exit(void **state) {
   tu_fx *fx = fx_of(state);
-  int from_child;
-  uint64_t fence;
-  pid_t pid = start_holder(fx, 0, &from_child, &fence);
-  int status = 0;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == CHILD_OK);
-  close(from_child);
-  survivor_takes_over(fx, fence);
+  survivor_takes_over(fx, dead_holder(fx, 0), 0);
 }
 
-/* The same with a holder killed by SIGKILL mid-lease, with its SQLite
- * connection open: the file stays usable and the key is taken over. */
+/* The same under IDEM_OPEN_TTL_ONLY: the key waits for the lease's TTL. */
+static void test_crash_exit_ttl_only(void **state) {
+  tu_fx *fx = fx_of(state);
+  survivor_takes_over(fx, dead_holder(fx, 0), 1);
+}
+
+/* A holder killed by SIGKILL mid-lease, with its SQLite connection open:
+ * the file stays usable and the key is taken over at once. */
 static void test_crash_kill9(void **state) {
   tu_fx *fx = fx_of(state);
-  int from_child;
-  uint64_t fence;
-  pid_t pid = start_holder(fx, 1, &from_child, &fence);
-  assert_int_equal(kill(pid, SIGKILL), 0);
-  int status = 0;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  close(from_child);
-  survivor_takes_over(fx, fence);
+  survivor_takes_over(fx, dead_holder(fx, 1), 0);
+}
+
+/* The same under IDEM_OPEN_TTL_ONLY: the key waits for the lease's TTL. */
+static void test_crash_kill9_ttl_only(void **state) {
+  tu_fx *fx = fx_of(state);
+  survivor_takes_over(fx, dead_holder(fx, 1), 1);
 }
 
 /* A holder process paused past its TTL (SIGSTOP) and overtaken by another
@@ -457,9 +498,10 @@ static void test_paused_process_fenced(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_race_begin_complete), T(test_race_run),
-      T(test_race_on_creation),    T(test_crash_exit),
-      T(test_crash_kill9),         T(test_paused_process_fenced),
+      T(test_race_begin_complete),  T(test_race_run),
+      T(test_race_on_creation),     T(test_crash_exit),
+      T(test_crash_exit_ttl_only),  T(test_crash_kill9),
+      T(test_crash_kill9_ttl_only), T(test_paused_process_fenced),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
