@@ -42,6 +42,39 @@ static int64_t real_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Real time a heartbeat thread gets to show a round before a test gives up:
+ * far beyond a round's cost even under valgrind or TSan on a loaded
+ * machine, so only a thread that does not refresh at all runs into it. */
+#define ROUND_WAIT_MS 10000
+
+/* Milliseconds left on the lease of `key`, as `db` reads its row. */
+static int64_t lease_left(idem_db *db, const char *key) {
+  idem_record r = IDEM_RECORD_INIT;
+  assert_int_equal(tu_get(db, key, &r), IDEM_OK);
+  int64_t left = r.lease_ms;
+  idem_record_clear(&r);
+  return left;
+}
+
+/* Moves the lease clock by step_ms, then waits until a heartbeat round has
+ * pushed the lease of `key` back to a full ttl_ms. Only a round that read
+ * the clock after the move can leave a full TTL on the row, so each call
+ * witnesses a round that began after the previous call returned: n calls
+ * in a row prove n distinct rounds. */
+static void await_refresh(tu_clock *clock, idem_db *reader, const char *key,
+                          int64_t ttl_ms, int64_t step_ms) {
+  tu_clock_advance_lease(clock, step_ms);
+  int64_t deadline = real_ms() + ROUND_WAIT_MS;
+  int64_t left;
+  while ((left = lease_left(reader, key)) != ttl_ms) {
+    if (real_ms() > deadline)
+      fail_msg("no heartbeat round refreshed \"%s\" within %d ms of real "
+               "time: %lld ms left of %lld",
+               key, ROUND_WAIT_MS, (long long)left, (long long)ttl_ms);
+    sleep_us(2000);
+  }
+}
+
 struct shared {
   idem_db *dbs[NTHREADS];
   int ndb;
@@ -202,27 +235,28 @@ static void test_threads_run_four_handles(void **state) {
 }
 
 /* The background heartbeat keeps a lease alive well past its TTL while the
- * holder works (real time: ttl 1 s, refresh every 100 ms, held 2.5 s):
- * another handle sees BUSY the whole time, and the holder can complete. */
+ * holder works: the fake clock moves a quarter of the TTL at a time, four
+ * TTLs in all, and after each move the thread must bring the deadline back
+ * to a full TTL by itself. Another handle sees BUSY throughout, and the
+ * holder can complete at the end. */
 static void test_heartbeat_thread_keeps_lease(void **state) {
   tu_fx *fx = fx_of(state);
-  idem_options o = tu_options(NULL);
-  o.ttl_ms = 1000;
-  o.heartbeat_ms = 100;
+  const int64_t ttl = fx->opts.ttl_ms;
+  idem_options o = fx->opts;
+  o.heartbeat_ms = 20; /* real ms; the deadlines it writes are fake time */
   idem_db *holder = NULL, *other = NULL;
   assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
-  assert_int_equal(tu_open(&other, fx->path, &o), IDEM_OK);
+  assert_int_equal(tu_open(&other, fx->path, &fx->opts), IDEM_OK);
   idem_lease *l = tu_claim(holder, "long-job");
-  int64_t end = real_ms() + 2500;
   idem_answer a = IDEM_ANSWER_INIT;
-  while (real_ms() < end) {
+  for (int step = 0; step < 16; step++) {
+    await_refresh(&fx->clock, other, "long-job", ttl, ttl / 4);
     int rc = tu_begin(other, "long-job", &a);
     if (rc != IDEM_BUSY)
       fail_msg("the lease lapsed while the holder was alive: %s",
                idem_errstr(rc));
-    assert_true(a.lease_ms > 0 && a.lease_ms <= 1000);
+    assert_true(a.lease_ms > 0 && a.lease_ms <= ttl);
     assert_int_equal(idem_lease_lost(l), 0);
-    sleep_us(50000);
   }
   idem_answer_clear(&a);
   assert_int_equal(idem_complete(l, "finished", 8), IDEM_OK);
@@ -246,7 +280,9 @@ static void on_lost_cb(void *ctx, idem_lease *lease) {
 /* When a lease is revoked (here by idem_reset on another handle), the
  * background heartbeat finds out by itself: idem_lease_lost() becomes
  * non-zero for the job polling it from its own thread, on_lost is told
- * exactly once with that lease, and the handle counts it. */
+ * exactly once with that lease, and the handle counts it. A second lease
+ * of the holder, which stays alive, shows on the fake clock how many rounds
+ * have run, so "once" is checked across rounds that surely happened. */
 static void test_heartbeat_thread_reports_lost(void **state) {
   tu_fx *fx = fx_of(state);
   struct lost_seen seen;
@@ -259,23 +295,33 @@ static void test_heartbeat_thread_reports_lost(void **state) {
   idem_db *holder = NULL, *admin = NULL;
   assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
   assert_int_equal(tu_open(&admin, fx->path, &fx->opts), IDEM_OK);
+  const int64_t ttl = fx->opts.ttl_ms;
   idem_lease *l = tu_claim(holder, "k");
-  sleep_us(100000); /* a few refreshes that find it alive */
+  idem_lease *witness = tu_claim(holder, "witness");
+  /* Each round that refreshes "k" has found it alive. */
+  for (int i = 0; i < 3; i++)
+    await_refresh(&fx->clock, admin, "k", ttl, ttl / 10);
   assert_int_equal(idem_lease_lost(l), 0);
   assert_int_equal(atomic_load(&seen.calls), 0);
 
   assert_int_equal(idem_reset(admin, "k", 1), IDEM_OK);
-  int64_t deadline = real_ms() + 5000;
+  int64_t deadline = real_ms() + ROUND_WAIT_MS;
   while (!idem_lease_lost(l) && real_ms() < deadline)
-    sleep_us(5000);
+    sleep_us(2000);
   assert_true(idem_lease_lost(l) != 0);
-  sleep_us(100000); /* more rounds must not tell it again */
+  /* The round that marked the lease lost tells on_lost after marking it;
+   * these rounds begin after that one has ended, and must not tell again. */
+  for (int i = 0; i < 3; i++)
+    await_refresh(&fx->clock, admin, "witness", ttl, ttl / 10);
   assert_int_equal(atomic_load(&seen.calls), 1);
   assert_ptr_equal(atomic_load(&seen.lease), l);
+  assert_int_equal(idem_lease_lost(witness), 0);
   idem_stats st = tu_stats(holder);
   assert_int_equal(st.lost, 1);
   assert_int_equal(idem_complete(l, "stale", 5), IDEM_ELEASELOST);
   idem_lease_free(l);
+  assert_int_equal(idem_complete(witness, "alive", 5), IDEM_OK);
+  idem_lease_free(witness);
   assert_int_equal(idem_close(admin), IDEM_OK);
   assert_int_equal(idem_close(holder), IDEM_OK);
 }
