@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -202,12 +203,11 @@ static void test_write_lock_gives_ebusy(void **state) {
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-/* A long reader blocks no writer; once it is gone the WAL stops growing.
- * `heartbeat_ms` < 0: the library checkpoints inline; > 0: from its
- * heartbeat thread (a held lease keeps the thread running). */
-static void reader_then_bounded_wal(tu_fx *fx, int64_t heartbeat_ms) {
-  idem_db *db = open_db(fx, heartbeat_ms);
-  idem_lease *keep = tu_claim(db, "keep-the-heartbeat-running");
+/* A long reader blocks no writer; once it is gone the WAL stops growing:
+ * without a heartbeat thread the library checkpoints inline. */
+static void test_reader_inline_checkpoint(void **state) {
+  tu_fx *fx = fx_of(state);
+  idem_db *db = open_db(fx, -1);
   holder h = hold(fx->path, HOLD_READ);
   int64_t start = now_ms();
   claim_complete_n(db, "during", 1500);
@@ -216,47 +216,173 @@ static void reader_then_bounded_wal(tu_fx *fx, int64_t heartbeat_ms) {
   let_go(&h);
 
   /* SQLite starts a fully checkpointed WAL over from its start, and the
-   * library checkpoints inline once the background checkpoints fall 4000
-   * pages behind: the file never needs more than the size it reached with
-   * the reader or those 4000 pages, plus a little. Without checkpoints
-   * each round of 3000 keys would add some 40 MB. */
+   * library checkpoints at every commit once the WAL has 1000 pages: the
+   * file never needs more than the size it reached with the reader, or the
+   * 4000 pages at which any writer checkpoints, plus a little. Without
+   * checkpoints each round of 3000 keys would add some 40 MB. */
   int64_t threshold = 4000 * (4096 + 24) + 32;
   int64_t sizes[3];
   for (int round = 0; round < 3; round++) {
     char prefix[16];
     snprintf(prefix, sizeof prefix, "after%d", round);
     claim_complete_n(db, prefix, 3000);
-    if (heartbeat_ms > 0) {
-      /* The thread checkpoints a moment later: let it catch up. */
-      struct timespec ts = {0, 200 * 1000000L};
-      nanosleep(&ts, NULL);
-    }
     sizes[round] = wal_size(fx->path);
   }
-  print_message("WAL (heartbeat %s): %lld bytes with a reader after 1500 "
-                "keys (%lld ms); without it, after each 3000 more: %lld, "
-                "%lld, %lld bytes\n",
-                heartbeat_ms > 0 ? "thread" : "none", (long long)with_reader,
-                (long long)during_ms, (long long)sizes[0], (long long)sizes[1],
-                (long long)sizes[2]);
+  print_message("WAL: %lld bytes with a reader after 1500 keys (%lld ms); "
+                "without it, after each 3000 more: %lld, %lld, %lld bytes\n",
+                (long long)with_reader, (long long)during_ms,
+                (long long)sizes[0], (long long)sizes[1], (long long)sizes[2]);
   int64_t bound = (with_reader > threshold ? with_reader : threshold) + 512000;
   for (int round = 0; round < 3; round++)
     if (sizes[round] > bound)
       fail_msg("the WAL grew to %lld bytes (bound %lld)",
                (long long)sizes[round], (long long)bound);
-  assert_int_equal(idem_complete(keep, "K", 1), IDEM_OK);
-  idem_lease_free(keep);
   idem_stats st = tu_stats(db);
-  assert_int_equal(st.rows[IDEM_STATE_COMPLETED], 1500 + 3 * 3000 + 1);
+  assert_int_equal(st.rows[IDEM_STATE_COMPLETED], 1500 + 3 * 3000);
   assert_int_equal(idem_close(db), IDEM_OK);
 }
 
-static void test_reader_inline_checkpoint(void **state) {
-  reader_then_bounded_wal(fx_of(state), -1);
+/* What the heartbeat thread does is seen in SQLite's files
+ * (https://www.sqlite.org/walformat.html): the "-shm" file begins with the
+ * WAL-index header, whose mxFrame counts the frames of the WAL, and the
+ * checkpoint information, whose nBackfill counts those copied into the
+ * database; both are native-endian. The WAL's own header carries a
+ * checkpoint sequence number, big-endian, that SQLite increments each time
+ * it starts the WAL over. */
+#define SHM_MX_FRAME 16
+#define SHM_BACKFILL 96
+
+static uint32_t shm_field(const char *path, off_t at) {
+  char *shm = tu_suffix(path, "-shm");
+  int fd = open(shm, O_RDONLY);
+  free(shm);
+  assert_true(fd >= 0);
+  uint32_t v = 0;
+  assert_int_equal(pread(fd, &v, sizeof v, at), sizeof v);
+  close(fd);
+  return v;
 }
 
+static uint32_t wal_restarts(const char *path) {
+  char *wal = tu_suffix(path, "-wal");
+  int fd = open(wal, O_RDONLY);
+  free(wal);
+  assert_true(fd >= 0);
+  unsigned char b[4];
+  assert_int_equal(pread(fd, b, sizeof b, 12), sizeof b);
+  close(fd);
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 |
+         b[3];
+}
+
+/* Waits for the heartbeat thread to have copied `frames` frames of the WAL
+ * into the database; a loaded machine under a sanitizer may take its time
+ * to run the thread, but not this long. */
+static void wait_backfill(const char *path, uint32_t frames) {
+  int64_t deadline = now_ms() + 20000;
+  uint32_t done;
+  while ((done = shm_field(path, SHM_BACKFILL)) < frames) {
+    if (now_ms() > deadline)
+      fail_msg("after 20 s the heartbeat thread had checkpointed %u of %u "
+               "frames",
+               (unsigned)done, (unsigned)frames);
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* The WAL's length at which a commit asks the heartbeat thread for a
+ * checkpoint, and by how much it must have grown since the last request
+ * before the next one (lib/heartbeat.c). */
+#define CHECKPOINT_PAGES 1000
+#define CHECKPOINT_STEP 256
+#define MAX_CLAIMS 4000
+
+/* Claims one key, in a commit of its own, and returns the WAL's length
+ * after it. */
+static uint32_t claim_one(tu_fx *fx, idem_db *db, idem_lease **ls, int *n) {
+  assert_true(*n < MAX_CLAIMS);
+  char key[32];
+  snprintf(key, sizeof key, "k-%06d", *n);
+  ls[(*n)++] = tu_claim(db, key);
+  return shm_field(fx->path, SHM_MX_FRAME);
+}
+
+/* Claims keys until the WAL holds at least `frames` frames, and stops right
+ * after the commit that got there: that commit asks for a checkpoint, and
+ * a commit while the checkpoint runs would leave it short of the WAL's end,
+ * to wait for another request some 256 frames later. */
+static uint32_t claim_until(tu_fx *fx, idem_db *db, idem_lease **ls, int *n,
+                            uint32_t frames) {
+  uint32_t len = shm_field(fx->path, SHM_MX_FRAME);
+  while (len < frames)
+    len = claim_one(fx, db, ls, n);
+  return len;
+}
+
+/* A reader holding its snapshot stops the heartbeat thread's checkpoint
+ * short of the WAL's end, so the WAL cannot start over; once the reader is
+ * gone the thread's next checkpoint copies it all and the next commit
+ * starts the WAL over, well below the 4000 pages at which a writer would
+ * checkpoint inline. The thread's rounds are kept out of the way: a
+ * round's commit would checkpoint on its own, as SQLite does by default. */
 static void test_reader_heartbeat_checkpoint(void **state) {
-  reader_then_bounded_wal(fx_of(state), 1000);
+  tu_fx *fx = fx_of(state);
+  fx->opts.ttl_ms = 600000;
+  idem_db *db = open_db(fx, 300000);
+  idem_lease **ls = calloc(MAX_CLAIMS, sizeof *ls);
+  assert_non_null(ls);
+  int n = 0;
+  idem_lease *keep = tu_claim(db, "keep-the-heartbeat-running");
+  holder h = hold(fx->path, HOLD_READ);
+  uint32_t snapshot = shm_field(fx->path, SHM_MX_FRAME);
+  assert_true(shm_field(fx->path, SHM_BACKFILL) < snapshot);
+  uint32_t asked = claim_until(fx, db, ls, &n, CHECKPOINT_PAGES);
+  /* Once the thread's pass has stopped at the snapshot no request is
+   * pending, and the next one comes exactly a step past `asked`. */
+  wait_backfill(fx->path, snapshot);
+  uint32_t grown = claim_one(fx, db, ls, &n);
+  assert_int_equal(shm_field(fx->path, SHM_BACKFILL), snapshot);
+  assert_true(grown > asked);
+  let_go(&h);
+
+  /* The checkpoint keeps a lock for a moment after it has recorded that it
+   * copied everything. A commit in that moment reads the WAL instead of the
+   * database, and only a commit that reads the database may start the WAL
+   * over: that takes the next request, a step later. */
+  uint32_t len = 0, after = 0, restarts = 0;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    len = claim_until(fx, db, ls, &n, asked + CHECKPOINT_STEP);
+    asked = len;
+    wait_backfill(fx->path, len);
+    restarts = wal_restarts(fx->path);
+    int64_t size = wal_size(fx->path);
+    after = claim_one(fx, db, ls, &n);
+    if (wal_restarts(fx->path) != restarts) {
+      /* Starting over, the WAL overwrites its first frames in place. */
+      assert_true(after < len);
+      assert_int_equal(wal_size(fx->path), size);
+      break;
+    }
+  }
+  print_message("WAL: the thread's checkpoint stopped at the reader's "
+                "snapshot, frame %u of %u; without the reader it copied all "
+                "%u frames, and the next commit left %u\n",
+                (unsigned)snapshot, (unsigned)grown, (unsigned)len,
+                (unsigned)after);
+  if (wal_restarts(fx->path) != restarts + 1)
+    fail_msg("the WAL did not start over: %u frames", (unsigned)after);
+
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(idem_complete(ls[i], "R", 1), IDEM_OK);
+    idem_lease_free(ls[i]);
+  }
+  free(ls);
+  assert_int_equal(idem_complete(keep, "K", 1), IDEM_OK);
+  idem_lease_free(keep);
+  idem_stats st = tu_stats(db);
+  assert_int_equal(st.rows[IDEM_STATE_COMPLETED], n + 1);
+  assert_int_equal(idem_close(db), IDEM_OK);
 }
 
 /* Under IDEM_SYNC_FULL a writer checkpoints inline at SQLite's threshold
