@@ -252,25 +252,28 @@ static void test_reader_inline_checkpoint(void **state) {
 #define SHM_MX_FRAME 16
 #define SHM_BACKFILL 96
 
-static uint32_t shm_field(const char *path, off_t at) {
-  char *shm = tu_suffix(path, "-shm");
-  int fd = open(shm, O_RDONLY);
-  free(shm);
+/* The 4 bytes at `at` of the database's file with `suffix`. */
+static void read4(const char *path, const char *suffix, off_t at,
+                  unsigned char out[4]) {
+  char *name = tu_suffix(path, suffix);
+  int fd = open(name, O_RDONLY);
+  free(name);
   assert_true(fd >= 0);
-  uint32_t v = 0;
-  assert_int_equal(pread(fd, &v, sizeof v, at), sizeof v);
+  assert_int_equal(pread(fd, out, 4, at), 4);
   close(fd);
+}
+
+static uint32_t shm_field(const char *path, off_t at) {
+  unsigned char b[4];
+  read4(path, "-shm", at, b);
+  uint32_t v;
+  memcpy(&v, b, sizeof v);
   return v;
 }
 
 static uint32_t wal_restarts(const char *path) {
-  char *wal = tu_suffix(path, "-wal");
-  int fd = open(wal, O_RDONLY);
-  free(wal);
-  assert_true(fd >= 0);
   unsigned char b[4];
-  assert_int_equal(pread(fd, b, sizeof b, 12), sizeof b);
-  close(fd);
+  read4(path, "-wal", 12, b);
   return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 |
          b[3];
 }
