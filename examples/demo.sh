@@ -36,7 +36,7 @@ build/examples/demo
 # Shown only once the build has produced it (cli/).
 if [ -x build/cli/idem ]; then
   idem=$PWD/build/cli/idem
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/idem-demo-cli.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   IDEM_DB=$tmp/cli.db
   export IDEM_DB

@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
             MAX_WORKERS);
     return 2;
   }
-  snprintf(dir, sizeof dir, "%s/worker_pool.XXXXXX", tmp);
+  snprintf(dir, sizeof dir, "%s/idem-worker_pool.XXXXXX", tmp);
   if (!mkdtemp(dir)) {
     perror(dir);
     return 1;
@@ -193,12 +193,17 @@ int main(int argc, char **argv) {
 
   unlink(log_path);
   if (argc < 2) {
-    static const char *const ext[] = {"", "-wal", "-shm"};
-    for (k = 0; k < 3; k++) {
-      snprintf(log_path, sizeof log_path, "%s%s", db_path, ext[k]);
+    /* Every file the library keeps beside the database: it names them,
+     * so that this list cannot fall behind it. */
+    const char *suffix;
+    for (unsigned i = 0; (suffix = idem_file_suffix(i)) != NULL; i++) {
+      snprintf(log_path, sizeof log_path, "%s%s", db_path, suffix);
       unlink(log_path);
     }
   }
-  rmdir(dir);
+  if (rmdir(dir) != 0) {
+    perror(dir);
+    bad = 1;
+  }
   return bad;
 }

@@ -309,7 +309,8 @@ typedef struct idem_options {
  * mode: the queue in which writers of all processes wait their turn for
  * the write lock, first come first served. It holds no data; deleting it
  * is harmless. Where it cannot be created, writers poll for the lock
- * instead (see docs/design.md).
+ * instead (see docs/design.md). idem_file_suffix() names every file that
+ * may be found beside a database.
  *
  * Returns IDEM_OK, IDEM_EINVAL, IDEM_ENOMEM, IDEM_ECANTOPEN, IDEM_ENOTDB,
  * IDEM_EFOREIGN, IDEM_ESCHEMA, IDEM_EREADONLY, IDEM_EFULL, IDEM_EBUSY,
@@ -319,6 +320,25 @@ typedef struct idem_options {
  * which accepts NULL. Thread-safe. */
 IDEM_EXPORT int idem_open(idem_db **out, const char *path,
                           const idem_options *opts);
+
+/* The files of the database at `path` are named `path` followed by each of
+ * these suffixes, for i = 0, 1, ... until the answer is NULL:
+ *   ""          the database itself
+ *   "-wal"      SQLite's write-ahead log: committed transactions that may
+ *               not be in the database yet
+ *   "-shm"      the write-ahead log's shared index
+ *   "-lockq"    the writers' queue (see idem_open())
+ *   "-journal"  SQLite's rollback journal: only while a new database is
+ *               being created, or after a crash then
+ * Any but the database may be missing at a given moment. Later versions may
+ * append suffixes but never remove or reorder them, so loop until NULL
+ * instead of counting. To delete a database, remove all of its files once
+ * no process has it open: a "-wal" or "-journal" may hold transactions the
+ * database needs, and one left behind would be applied to a new database
+ * created under the same name. For an SQLite URI, `path` is the file name
+ * it gives. Returns a static string, not to be freed, or NULL once i is
+ * past the last suffix. Thread-safe. */
+IDEM_EXPORT const char *idem_file_suffix(unsigned i);
 
 /* Opens libidem on a connection the application already has, to a file
  * that holds its own tables too, so that a job whose effect is a write to

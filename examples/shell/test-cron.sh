@@ -11,7 +11,7 @@
 set -u
 idem=$1 crontab=$2
 
-d=$(mktemp -d) || exit 1
+d=$(mktemp -d "${TMPDIR:-/tmp}/idem-example.XXXXXX") || exit 1
 trap 'rm -rf "$d"' EXIT
 fail() {
   echo "FAILED: $*" >&2

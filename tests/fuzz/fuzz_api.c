@@ -787,10 +787,10 @@ static char *tmp_base(void) {
 }
 
 static void remove_db(world *w) {
-  static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+  const char *suffix;
+  for (unsigned i = 0; (suffix = idem_file_suffix(i)) != NULL; i++) {
     char p[4096];
-    snprintf(p, sizeof p, "%s%s", w->path, suffixes[i]);
+    snprintf(p, sizeof p, "%s%s", w->path, suffix);
     unlink(p);
   }
   rmdir(w->dir);

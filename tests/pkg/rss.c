@@ -88,11 +88,14 @@ int main(int argc, char **argv) {
     idem_lease_free(leases[i]);
   free(leases);
   rc = idem_close(db);
-  unlink(path);
-  snprintf(path, sizeof path, "%s/rss.db-wal", dir);
-  unlink(path);
-  snprintf(path, sizeof path, "%s/rss.db-shm", dir);
-  unlink(path);
-  rmdir(dir);
-  return held == n && rc == IDEM_OK ? 0 : 1;
+  const char *suffix;
+  for (unsigned i = 0; (suffix = idem_file_suffix(i)) != NULL; i++) {
+    snprintf(path, sizeof path, "%s/rss.db%s", dir, suffix);
+    unlink(path);
+  }
+  /* Left non-empty only by a file the library made but did not name. */
+  int removed = rmdir(dir) == 0;
+  if (!removed)
+    perror(dir);
+  return held == n && rc == IDEM_OK && removed ? 0 : 1;
 }
