@@ -67,7 +67,35 @@
  * one thread at a time; idem_lease_lost() may be called from any thread.
  * Any number of processes may open the same file, on one host only: SQLite's
  * WAL mode needs shared memory, so network file systems are not supported.
- * A handle must not be used across fork(): the child opens its own.
+ *
+ * Do not carry an open handle across fork(). POSIX advisory locks belong
+ * to a process, and SQLite keeps, per process, one record of those it holds
+ * on each file; a child inherits the records but not the locks. A handle
+ * the child opens to the same file while an inherited one is open shares
+ * the inherited record and holds no lock that other processes can see:
+ * when the parent closes its handle, it checkpoints and deletes the WAL
+ * under the child, whose completions are then lost and whose keys run
+ * again. So open handles only in the children, after fork(); or close
+ * every handle before fork(); or exec() in the child before calling
+ * libidem.
+ *
+ * libidem refuses anything else with IDEM_EFORKED, and no other effect. In
+ * a process that inherited open handles, from its parent or an earlier
+ * ancestor (even if it has closed them since), idem_open() and
+ * idem_open_db() fail, and so does every call on an inherited handle or
+ * lease, before it touches the database, the handle's locks or the
+ * heartbeat (which the child does not have); idem_lease_lost(),
+ * idem_lease_fence() and idem_lease_attempt() read the child's copy.
+ * idem_close() of an inherited handle returns IDEM_EFORKED and ends the
+ * handle, but leaves its SQLite connections open, and their memory
+ * allocated, until the process exits or execs: closing them could delete
+ * the WAL the parent is using. idem_lease_free() of an inherited lease
+ * frees the child's copy; the lease stays the parent's. The parent's
+ * handles are not affected, and a child whose parent had no handle open
+ * at fork() opens its own normally. libidem sees only its own handles and
+ * the forks that run pthread_atfork() handlers: a connection opened with
+ * SQLite directly is not counted, and a process made by a raw clone() or
+ * _Fork() is not seen as a child.
  *
  * ERRORS
  *
@@ -162,6 +190,10 @@ extern "C" {
 /* The commit of a completion failed: it may or may not be stored (see
  * idem_complete()). */
 #define IDEM_EUNKNOWN (-17)
+/* A handle or lease used in a child of fork() that was made before the
+ * fork, or a handle opened in a process that inherited open handles
+ * through fork() (see THREADS, PROCESSES, FORK). Nothing was done. */
+#define IDEM_EFORKED (-18)
 
 /* Answers of idem_begin() and idem_run(): positive, never errors. */
 #define IDEM_CLAIMED 1   /* the caller holds the lease and runs the job */

@@ -75,6 +75,8 @@ static int check_record(idem_db *db, const idem_record *out) {
 int idem_get(idem_db *db, const void *key, size_t key_len, idem_record *out) {
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_get");
   idem__lock(db);
   int code = idem__check_key(db, key, key_len);
   if (!code)
@@ -126,6 +128,8 @@ int idem_history(idem_db *db, const void *key, size_t key_len,
     *count_out = 0;
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_history");
   idem__lock(db);
   int code = idem__check_key(db, key, key_len);
   if (!code && !fn)
@@ -181,6 +185,8 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
     *count_out = 0;
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_list");
   idem__lock(db);
   int code = IDEM_OK;
   if (!fn || state < -1 || state > IDEM_STATE_POISONED || (after_len && !after))
@@ -254,6 +260,8 @@ static int check_writable(idem_db *db) {
 int idem_reset(idem_db *db, const void *key, size_t key_len) {
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_reset");
   idem__lock(db);
   uint64_t n = 0;
   int code = idem__check_key(db, key, key_len);
@@ -272,6 +280,8 @@ int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
     *count_out = 0;
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_reset_state");
   idem__lock(db);
   uint64_t n = 0;
   int code = check_writable(db);
@@ -357,6 +367,8 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
     *count_out = 0;
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_purge");
   uint64_t total = 0;
   int code = IDEM_OK;
   idem__cursor cur = {NULL, 0, false};
@@ -405,6 +417,8 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
 int idem_stats_get(idem_db *db, idem_stats *out) {
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_stats_get");
   idem__lock(db);
   int code = IDEM_OK;
   if (!out || out->version != IDEM_STATS_VERSION) {

@@ -293,22 +293,26 @@ static idem_db *handle_new(void) {
   pthread_cond_init(&db->ended, &ca);
   pthread_cond_init(&db->hb_wake, &ca);
   pthread_condattr_destroy(&ca);
+  idem__fork_track(db);
   return db;
 }
 
 /* The start both opening calls share: a handle in *out, even when what
- * follows fails, so that idem_errmsg() can say why. */
-static int handle_start(idem_db **out, const idem_options *opts) {
+ * follows fails, so that idem_errmsg() can say why. A process that got
+ * open handles through fork() opens nothing: see fork.c. */
+static int handle_start(idem_db **out, const idem_options *opts,
+                        const char *path) {
   if (!out)
     return IDEM_EINVAL;
   idem_db *db = *out = handle_new();
   if (!db)
     return IDEM_ENOMEM;
-  return take_options(db, opts);
+  int code = take_options(db, opts);
+  return code ? code : idem__fork_check_open(db, path);
 }
 
 int idem_open(idem_db **out, const char *path, const idem_options *opts) {
-  int code = handle_start(out, opts);
+  int code = handle_start(out, opts, path);
   if (code)
     return code;
   idem_db *db = *out;
@@ -330,7 +334,7 @@ int idem_open(idem_db **out, const char *path, const idem_options *opts) {
 }
 
 int idem_open_db(idem_db **out, sqlite3 *conn, const idem_options *opts) {
-  int code = handle_start(out, opts);
+  int code = handle_start(out, opts, NULL);
   if (code)
     return code;
   idem_db *db = *out;
@@ -372,6 +376,8 @@ int idem_open_db(idem_db **out, sqlite3 *conn, const idem_options *opts) {
 int idem_close(idem_db *db) {
   if (!db)
     return IDEM_OK;
+  if (idem__forked(db))
+    return idem__forked_close(db);
   pthread_mutex_lock(&db->reg);
   unsigned held = db->nleases;
   pthread_mutex_unlock(&db->reg);
@@ -394,5 +400,6 @@ int idem_close(idem_db *db) {
   pthread_mutex_destroy(&db->mu);
   free(db->path);
   free(db);
+  idem__fork_untrack();
   return IDEM_OK;
 }

@@ -51,6 +51,8 @@ const char *idem_errstr(int code) {
     return "database is corrupt";
   case IDEM_EUNKNOWN:
     return "outcome unknown";
+  case IDEM_EFORKED:
+    return "handle carried across fork()";
   case IDEM_CLAIMED:
     return "claimed";
   case IDEM_COMPLETED:
@@ -69,7 +71,11 @@ const char *idem_errstr(int code) {
 }
 
 const char *idem_errmsg(const idem_db *db) {
-  return db ? db->errmsg : "";
+  if (!db)
+    return "";
+  /* The handle's own message sits behind its mutex, which a thread of the
+   * parent may have held at fork(). */
+  return idem__forked(db) ? idem__fork_errmsg() : db->errmsg;
 }
 
 int idem__code_of_sqlite(int rc) {

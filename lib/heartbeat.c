@@ -280,6 +280,8 @@ int idem_heartbeat(idem_db *db, unsigned *lost_out) {
     *lost_out = 0;
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_heartbeat");
   char msg[256] = "";
   int rc = heartbeat_round(db, lost_out, msg, sizeof msg);
   if (rc == 0)

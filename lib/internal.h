@@ -46,6 +46,7 @@ struct idem_db {
   idem__self self;
   bool readonly;
   bool app_conn; /* opened on the application's connection (idem_open_db) */
+  unsigned long fork_gen; /* fork.c: the generation it was opened in */
 
   pthread_mutex_t mu;
   idem__store *store; /* main connection, under mu */
@@ -139,5 +140,29 @@ void idem__heartbeat_stop(idem_db *db);
 /* Moves the WAL checkpoint of the main connection to the heartbeat thread
  * (inline when there is none). */
 void idem__checkpoint_hook(idem_db *db);
+
+/* fork.c: handles and leases that crossed fork() (see fork.c's comment).
+ * A handle is tracked from its allocation, before any connection opens,
+ * until idem_close() has closed its connections (then untracked). */
+void idem__fork_track(idem_db *db);
+void idem__fork_untrack(void);
+/* At the start of idem_open() and idem_open_db(): IDEM_EFORKED, with the
+ * message and a log line, in a process that inherited open handles through
+ * fork(); IDEM_ENOMEM if no fork handler could be registered. */
+int idem__fork_check_open(idem_db *db, const char *path);
+/* Whether `db` was opened before a fork() in this process's history, that
+ * is, in an ancestor of this process. One atomic load: no system call, no
+ * lock. A call on such a handle, or on a lease of it, must return
+ * idem__fork_refused() before it touches SQLite, the handle's mutexes or
+ * the heartbeat, none of which can be used in this process. */
+bool idem__forked(const idem_db *db);
+/* Logs the refusal of `call` and returns IDEM_EFORKED; writes nothing to
+ * the handle. */
+int idem__fork_refused(const idem_db *db, const char *call);
+/* What idem_errmsg() says of an inherited handle. */
+const char *idem__fork_errmsg(void);
+/* idem_close() and idem_lease_free() of an inherited handle or lease. */
+int idem__forked_close(idem_db *db);
+void idem__forked_lease_free(idem_lease *lease);
 
 #endif

@@ -466,6 +466,8 @@ int idem_begin(idem_db *db, const void *key, size_t key_len,
                const idem_begin_opts *bo, idem_answer *out) {
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_begin");
   int64_t wait = bo && bo->version >= 1 ? bo->wait_ms : 0;
   if (wait == 0)
     return begin_once(db, key, key_len, bo, out, true);
@@ -605,6 +607,8 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
   if (!l)
     return IDEM_EINVAL;
   idem_db *db = l->db;
+  if (idem__forked(db))
+    return idem__fork_refused(db, end_name[op]);
   idem__lock(db);
   int status = atomic_load(&l->status);
   int err = IDEM_OK;
@@ -685,6 +689,10 @@ uint32_t idem_lease_attempt(const idem_lease *lease) {
 void idem_lease_free(idem_lease *lease) {
   if (!lease)
     return;
+  if (idem__forked(lease->db)) {
+    idem__forked_lease_free(lease);
+    return;
+  }
   idem_db *db = lease->db;
   if (atomic_load(&lease->status) == IDEM__LEASE_HELD)
     (void)idem_release(lease, "freed while held");

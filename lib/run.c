@@ -15,6 +15,8 @@ int idem_lease_set_result(idem_lease *lease, const void *result, size_t len,
                           int code) {
   if (!lease || (!result && len))
     return IDEM_EINVAL;
+  if (idem__forked(lease->db))
+    return idem__fork_refused(lease->db, "idem_lease_set_result");
   if (len > IDEM_MAX_RESULT)
     return IDEM_ETOOBIG;
   void *copy = malloc(len + 1);
@@ -50,6 +52,8 @@ int idem_run(idem_db *db, const void *key, size_t key_len,
              idem_answer *out) {
   if (!db)
     return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_run");
   if (!fn) {
     idem__lock(db);
     int code = idem__error(db, IDEM_EINVAL, "job function is NULL");

@@ -58,7 +58,7 @@ static void test_version(void **state) {
 static void test_errstr_all_codes(void **state) {
   (void)state;
   const char *unknown = "unknown result code";
-  const int first = IDEM_EUNKNOWN, last = IDEM_RELEASED;
+  const int first = IDEM_EFORKED, last = IDEM_RELEASED;
   const char *names[32];
   int n = 0;
   for (int code = first; code <= last; code++) {
@@ -70,10 +70,10 @@ static void test_errstr_all_codes(void **state) {
       assert_string_not_equal(s, names[j]);
     names[n++] = s;
   }
-  assert_int_equal(n, 24);
+  assert_int_equal(n, 25);
   assert_non_null(strstr(idem_errstr(IDEM_ELEASELOST), "lease lost"));
-  const int bad[] = {
-      IDEM_EUNKNOWN - 1, IDEM_RELEASED + 1, -1000, 1000, INT_MIN, INT_MAX};
+  const int bad[] = {IDEM_EFORKED - 1, IDEM_RELEASED + 1, -1000, 1000, INT_MIN,
+                     INT_MAX};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_string_equal(idem_errstr(bad[i]), unknown);
 }
