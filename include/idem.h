@@ -46,8 +46,11 @@
  * lease written under another boot id is treated as expired. The wall clock
  * is used only for retention and display. Limits: processes in different
  * Linux time namespaces see different boot-time clocks and must not share a
- * database; where the boot id cannot be read, a reboot is not detected and
- * a lease from before it ends by its recorded deadline.
+ * database; where a boot id cannot be read (no /proc/sys, as under
+ * systemd's ProcSubset=pid) it counts as unknown, not as another one: only
+ * two boot ids that were both read and differ prove a reboot. When either
+ * side's is unknown, a reboot is not detected, and a lease from before it
+ * ends by its recorded deadline.
  *
  * LIVENESS
  *
@@ -56,9 +59,12 @@
  * PID namespace on this boot, and that pid now names no process, a zombie,
  * or a process that started at another time (a reused pid), the holder is
  * dead and the key is claimed at once, as a new attempt with a new fence,
- * instead of after the TTL. Holders in another PID namespace, or where
- * /proc cannot be read, are waited out by their TTL. This only proves death
- * on this host; IDEM_OPEN_TTL_ONLY turns it off.
+ * instead of after the TTL. Only kill(pid, 0) failing with ESRCH, or /proc
+ * showing a zombie or another start time, proves it. Holders in another
+ * PID namespace, holders whose /proc entry the caller may not see
+ * (hidepid=2, systemd's ProtectProc=invisible), or where /proc cannot be
+ * read, are waited out by their TTL. This only proves death on this host;
+ * IDEM_OPEN_TTL_ONLY turns it off.
  *
  * THREADS, PROCESSES, FORK
  *

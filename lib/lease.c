@@ -143,8 +143,7 @@ static const char *closing_reason(const idem__row *row, const idem__time *now,
                                   char *buf, size_t size) {
   if (row->state != IDEM_STATE_PENDING || !row->has_owner)
     return NULL;
-  if (row->has_boot != (now->boot != NULL) ||
-      (row->has_boot && memcmp(row->boot, now->boot, 16) != 0))
+  if (idem__boot_differs(row, now))
     return "the host rebooted";
   if (row->lease_until <= now->lease)
     return "the lease expired";

@@ -30,15 +30,22 @@ void idem__time_of(const idem_db *db, idem__time *now) {
   now->owner_ctx = &db->self;
 }
 
+bool idem__boot_differs(const idem__row *row, const idem__time *now) {
+  /* An unknown boot id is not a different one: a process denied
+   * /proc/sys (systemd's ProcSubset=pid) runs on the same boot as its
+   * neighbours, and taking its lease, or letting it take theirs, would run
+   * the job twice at once. Only the deadline can decide then, which is
+   * why an unreadable boot id is documented as a limit: a reboot is not
+   * seen. */
+  return row->has_boot && now->boot && memcmp(row->boot, now->boot, 16) != 0;
+}
+
 bool idem__lease_live(const idem__row *row, const idem__time *now) {
   if (row->state != IDEM_STATE_PENDING || !row->has_owner)
     return false;
   /* A deadline on another boot's clock means nothing here: that holder is
-   * gone. Two hosts whose boot ids both cannot be read compare equal, which
-   * is why an unreadable boot id is documented as a limit. */
-  if (row->has_boot != (now->boot != NULL))
-    return false;
-  if (row->has_boot && memcmp(row->boot, now->boot, 16) != 0)
+   * gone. */
+  if (idem__boot_differs(row, now))
     return false;
   if (row->lease_until <= now->lease)
     return false;

@@ -37,9 +37,14 @@ typedef struct idem__decision {
 /* Reads both clocks of the handle, once, for one decision. */
 void idem__time_of(const idem_db *db, idem__time *now);
 
-/* Whether the row's lease still holds at `now`: it has an owner, was
- * written under this boot, its deadline is ahead, and its holder is not
- * known to be gone. */
+/* Whether the row's lease was written under another boot than `now`'s:
+ * only when both boot ids are known and differ. When either is unknown,
+ * nothing proves a reboot, and the lease's deadline decides. */
+bool idem__boot_differs(const idem__row *row, const idem__time *now);
+
+/* Whether the row's lease still holds at `now`: it has an owner, was not
+ * written under another boot (idem__boot_differs), its deadline is ahead,
+ * and its holder is not known to be gone. */
 bool idem__lease_live(const idem__row *row, const idem__time *now);
 
 /* Decides a begin on `row` (read in the write transaction, or in a read

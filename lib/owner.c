@@ -8,7 +8,10 @@
  * nobody holds the lease any more and it may be claimed at once instead of
  * after its TTL. Everything else (another namespace, an unreadable /proc,
  * a /proc mounted for another PID namespace than ours, a holder we cannot
- * see) proves nothing, and the lease runs its TTL.
+ * see) proves nothing, and the lease runs its TTL. A missing /proc entry
+ * is one of those: under hidepid=2 (systemd's ProtectProc=invisible) a
+ * live process of another user has none, so only kill()'s ESRCH proves
+ * that a pid names no process.
  * Liveness can only ever shorten a wait for a dead holder; it never takes
  * a lease from a live one, which is what keeps it safe to get wrong in the
  * "cannot tell" direction.
@@ -17,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
+
+/* Whether pid is proved to name no process of our PID namespace. Only
+ * kill()'s ESRCH proves it: a missing /proc entry does not, as /proc
+ * mounted hidepid=2 hides every other user's live process just so, and
+ * success or EPERM is a process that exists. */
+static bool pid_absent(int64_t pid) {
+  if (pid <= 0 || pid > INT_MAX) /* not a pid kill() can be asked about */
+    return false;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
 
 /* Reads the stat line of a process's main thread. Returns 1 with the state
  * letter, start time and thread count, 0 if there is no such process, -1
@@ -37,12 +51,14 @@ static int proc_stat(int64_t pid, char *state, int64_t *start,
   snprintf(path, sizeof path, "/proc/%lld/task/%lld/stat", (long long)pid,
            (long long)pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* Unreadable: gone only if kill() says so. A process we may not inspect
+   * has an unknown start time, so even a reused pid cannot be told. */
   if (fd < 0)
-    return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    return pid_absent(pid) ? 0 : -1;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
   if (n <= 0)
-    return n == 0 || errno == ESRCH ? 0 : -1;
+    return pid_absent(pid) ? 0 : -1;
   buf[n] = '\0';
   /* The command name may hold spaces and parentheses: fields are counted
    * from the last ')'. The state is field 3, the start time field 22. */
@@ -51,19 +67,36 @@ static int proc_stat(int64_t pid, char *state, int64_t *start,
     return -1;
   *state = p[2];
   p += 3;
+  char *end;
   for (int field = 4; field < 22; field++) {
     p = strchr(p + 1, ' ');
     if (!p)
       return -1;
-    if (field == 19) /* p is now before field 20 */
-      *threads = strtoll(p + 1, NULL, 10);
+    if (field == 19) { /* p is now before field 20 */
+      *threads = strtoll(p + 1, &end, 10);
+      /* Unparsed, the count would read as 0, and a zombie main thread
+       * whose other threads run on would look like a dead process. */
+      if (end == p + 1)
+        return -1;
+    }
   }
-  char *end;
   long long v = strtoll(p + 1, &end, 10);
   if (end == p + 1)
     return -1;
   *start = v;
   return 1;
+}
+
+/* Whether /proc is mounted for our PID namespace, so that its entries
+ * describe our pids and not another namespace's processes of the same
+ * numbers. */
+static bool proc_is_ours(void) {
+  char link[32];
+  ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+  if (n <= 0)
+    return false;
+  link[n] = '\0';
+  return strtoll(link, NULL, 10) == (long long)getpid();
 }
 
 void idem__self_init(idem__self *self) {
@@ -80,13 +113,9 @@ void idem__self_init(idem__self *self) {
     }
   }
   struct stat sb;
-  char state, link[32];
+  char state;
   int64_t start, threads;
-  ssize_t ln = readlink("/proc/self", link, sizeof link - 1);
-  if (ln > 0)
-    link[ln] = '\0';
-  if (ln > 0 && strtoll(link, NULL, 10) == (long long)getpid() &&
-      stat("/proc/self/ns/pid", &sb) == 0 &&
+  if (proc_is_ours() && stat("/proc/self/ns/pid", &sb) == 0 &&
       proc_stat(getpid(), &state, &start, &threads) == 1) {
     self->pid = getpid();
     self->pidns = (int64_t)sb.st_ino;
@@ -105,6 +134,11 @@ bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
     return false;
   if (pid == self->pid)
     return start != self->start;
+  /* /proc may have been mounted over since the handle was opened. One of
+   * another PID namespace shows other processes under the same numbers,
+   * whose start times would make a live holder look like a reused pid. */
+  if (!proc_is_ours())
+    return pid_absent(pid);
   char state;
   int64_t now_start, threads = 0;
   int r = proc_stat(pid, &state, &now_start, &threads);
@@ -116,11 +150,14 @@ bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
 }
 
 bool idem__pid_gone(int64_t pid) {
-  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+  if (pid_absent(pid))
     return true;
+  /* A zombie is only seen in a /proc of our own namespace: another's
+   * would show some other process under the same number. */
   char state;
   int64_t start, threads = 0;
-  return proc_stat(pid, &state, &start, &threads) == 1 && dead(state, threads);
+  return proc_is_ours() && proc_stat(pid, &state, &start, &threads) == 1 &&
+         dead(state, threads);
 }
 
 void idem__owner_next(idem__self *self, unsigned char out[16]) {

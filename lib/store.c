@@ -159,9 +159,13 @@ static const char *const sql_text[S_NSTMT] = {
                         "WHERE state IN (2, 3) AND expires_at IS NULL "
                         "ORDER BY updated_at",
     [S_COUNT_STATES] = "SELECT state, count(*) FROM idem_keys GROUP BY state",
+    /* Live by idem__boot_differs(): only two known boot ids that differ
+     * (a row's is known when it is 16 bytes, ours when ?2 is not NULL)
+     * put a lease on another boot; otherwise the deadline decides. */
     [S_COUNT_LEASED] =
         "SELECT count(*) FROM idem_keys WHERE state = 1 AND owner IS NOT NULL "
-        "AND lease_until > ?1 AND lease_boot IS ?2",
+        "AND lease_until > ?1 AND (?2 IS NULL OR lease_boot = ?2 "
+        "OR length(CAST(lease_boot AS BLOB)) IS NOT 16)",
     [S_COUNT_EXPIRED] = "SELECT count(*) FROM idem_keys WHERE expires_at <= ?1 "
                         "AND state IN (2, 3)",
 };
