@@ -152,6 +152,12 @@ extern "C" {
 #define IDEM_MAX_FINGERPRINT 65536
 #define IDEM_MAX_NAME 256
 #define IDEM_MAX_REASON 1024
+/* The longest duration an option or argument takes, in milliseconds
+ * (ttl_ms, heartbeat_ms, retention_ms, wait_ms): 100 years, which is
+ * "forever" for any job, and far enough from INT64_MAX that adding one to
+ * any clock reading cannot overflow. Longer values are refused with
+ * IDEM_EINVAL. */
+#define IDEM_MAX_DURATION_MS INT64_C(3155760000000)
 
 /* --- Result codes -------------------------------------------------------
  * Errors are negative. Their numbers are fixed: new codes are appended,
@@ -284,13 +290,17 @@ typedef struct idem_options {
    * struct only grows at its end; the library reads only the fields that
    * version has and uses defaults for the rest. */
   unsigned version;
-  int64_t ttl_ms;        /* lease lifetime; default 60000; > 0 */
+  int64_t ttl_ms;        /* lease lifetime; default 60000; 1 to
+                            IDEM_MAX_DURATION_MS */
   int64_t heartbeat_ms;  /* refresh period; 0 = ttl_ms / 2; < 0 = no
                             background thread (call idem_heartbeat()) */
   uint32_t max_attempts; /* claims per key before it is poisoned;
-                            default 5; 0 = unlimited */
+                            default 5; 0 = unlimited (up to
+                            UINT32_MAX claims: the count never
+                            wraps) */
   int64_t retention_ms;  /* how long completed and failed rows are served;
-                            default 86400000 (24 h); 0 = forever */
+                            default 86400000 (24 h); 0 = forever; at
+                            most IDEM_MAX_DURATION_MS */
   int busy_timeout_ms;   /* wait for the write lock (in the writers'
                             queue, then polling); default 5000; 0 =
                             never wait */
@@ -419,7 +429,8 @@ typedef struct idem_begin_opts {
   const char *name;        /* task name to record; may be NULL */
   int64_t wait_ms;         /* if busy, wait up to this long for the key
                               to complete or become claimable; 0 = no
-                              wait; < 0 = wait without limit */
+                              wait; < 0 = wait without limit; at most
+                              IDEM_MAX_DURATION_MS */
 } idem_begin_opts;
 
 #define IDEM_BEGIN_OPTS_VERSION 1

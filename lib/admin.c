@@ -33,8 +33,9 @@ static void fill_record(const idem__row *row, const idem__time *now,
   if (row->has_owner)
     idem__uuid_format(row->owner, out->owner);
   /* A deadline of another boot has no meaning here: report it as gone. */
-  out->lease_ms =
-      idem__lease_live(row, now) ? row->lease_until - now->lease : 0;
+  out->lease_ms = idem__lease_live(row, now)
+                      ? idem__ms_sub(row->lease_until, now->lease)
+                      : 0;
   out->created_at = row->created_at;
   out->updated_at = row->updated_at;
   out->expires_at = row->expires_at;
@@ -154,17 +155,29 @@ int idem_history(idem_db *db, const void *key, size_t key_len,
   return code;
 }
 
-/* Rows of a listing, gathered under the lock and handed out after it. */
+/* Rows of a listing, gathered under the lock and handed out after it. The
+ * array grows with what is read, not with the limit asked for, which may
+ * be far larger than the table. */
 typedef struct gathered {
   idem__time now;
   idem_record *recs;
-  unsigned n;
+  size_t n, cap;
   bool nomem;
 } gathered;
 
 static int gather(void *ctx, const void *key, size_t key_len,
                   const idem__row *row) {
   gathered *g = ctx;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? 2 * g->cap : 16;
+    idem_record *recs = realloc(g->recs, cap * sizeof *recs);
+    if (!recs) {
+      g->nomem = true;
+      return 1;
+    }
+    g->recs = recs;
+    g->cap = cap;
+  }
   idem_record *r = &g->recs[g->n];
   static const idem_record init = IDEM_RECORD_INIT;
   *r = init;
@@ -198,8 +211,6 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
     code = idem__error(db, IDEM_ETOOBIG, "the key to start after is too long");
   gathered g = {.recs = NULL};
   idem__time_of(db, &g.now);
-  if (!code && limit && !(g.recs = calloc(limit, sizeof *g.recs)))
-    code = idem__error(db, IDEM_ENOMEM, "out of memory for %u records", limit);
   if (!code && limit) {
     int rc =
         idem__rows_scan(db->store, state, after, after_len, limit, gather, &g);
@@ -211,7 +222,7 @@ int idem_list(idem_db *db, int state, const void *after, size_t after_len,
   idem__unlock(db);
   unsigned told = 0;
   bool stop = code != IDEM_OK;
-  for (unsigned i = 0; i < g.n; i++) {
+  for (size_t i = 0; i < g.n; i++) {
     if (!stop) {
       told++;
       stop = fn(ctx, &g.recs[i]) != 0;

@@ -43,3 +43,21 @@ int64_t idem__monotonic_ms(void) {
 int64_t idem__monotonic_us(void) {
   return read_us(CLOCK_MONOTONIC);
 }
+
+/* Sums and differences of times saturate instead of wrapping: a deadline
+ * of "forever" must stay in the future, never turn into the past. The
+ * options are range-checked (IDEM_MAX_DURATION_MS), but a clock callback
+ * or a stored row may still hold any value. */
+int64_t idem__ms_add(int64_t t, int64_t d) {
+  if (d > 0 && t > INT64_MAX - d)
+    return INT64_MAX;
+  if (d < 0 && t < INT64_MIN - d)
+    return INT64_MIN;
+  return t + d;
+}
+
+int64_t idem__ms_sub(int64_t a, int64_t b) {
+  if (b == INT64_MIN)
+    return a >= 0 ? INT64_MAX : a - b;
+  return idem__ms_add(a, -b);
+}

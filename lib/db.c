@@ -73,18 +73,25 @@ static int take_options(idem_db *db, const idem_options *in) {
   idem_options *o = &db->opt;
   const unsigned known = IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE |
                          IDEM_OPEN_SHARED | IDEM_OPEN_TTL_ONLY;
-  if (o->ttl_ms <= 0)
-    return idem__error(db, IDEM_EINVAL, "ttl_ms must be positive");
+  if (o->ttl_ms <= 0 || o->ttl_ms > IDEM_MAX_DURATION_MS)
+    return idem__error(db, IDEM_EINVAL,
+                       "ttl_ms (%lld) must be from 1 to %lld "
+                       "(IDEM_MAX_DURATION_MS)",
+                       (long long)o->ttl_ms, (long long)IDEM_MAX_DURATION_MS);
   if (o->heartbeat_ms == 0)
     o->heartbeat_ms = o->ttl_ms / 2 > 0 ? o->ttl_ms / 2 : 1;
   if (o->heartbeat_ms >= o->ttl_ms)
     return idem__error(db, IDEM_EINVAL,
                        "heartbeat_ms (%lld) must be below ttl_ms (%lld)",
                        (long long)o->heartbeat_ms, (long long)o->ttl_ms);
-  if (o->retention_ms < 0 || o->busy_timeout_ms < 0)
+  if (o->retention_ms < 0 || o->retention_ms > IDEM_MAX_DURATION_MS)
     return idem__error(db, IDEM_EINVAL,
-                       "retention_ms and busy_timeout_ms must not be "
-                       "negative");
+                       "retention_ms (%lld) must be from 0 (forever) to %lld "
+                       "(IDEM_MAX_DURATION_MS)",
+                       (long long)o->retention_ms,
+                       (long long)IDEM_MAX_DURATION_MS);
+  if (o->busy_timeout_ms < 0)
+    return idem__error(db, IDEM_EINVAL, "busy_timeout_ms must not be negative");
   if (o->synchronous != IDEM_SYNC_NORMAL && o->synchronous != IDEM_SYNC_FULL)
     return idem__error(db, IDEM_EINVAL,
                        "synchronous must be "

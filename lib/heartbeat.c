@@ -36,7 +36,7 @@
 
 static int refresh(idem_db *db, idem__store *st, idem_lease **ls, size_t n,
                    bool *lost) {
-  int64_t until = idem__now(db, IDEM_CLOCK_LEASE) + db->opt.ttl_ms;
+  int64_t until = idem__ms_add(idem__now(db, IDEM_CLOCK_LEASE), db->opt.ttl_ms);
   int rc = idem__tx_write(st);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     idem_lease *l = ls[i];

@@ -100,16 +100,21 @@ struct idem_lease {
 int64_t idem__now(const idem_db *db, int which);
 int64_t idem__monotonic_ms(void);
 int64_t idem__monotonic_us(void);
+/* a + b and a - b of milliseconds, saturated at INT64_MIN and INT64_MAX. */
+int64_t idem__ms_add(int64_t t, int64_t d);
+int64_t idem__ms_sub(int64_t a, int64_t b);
 void idem__self_init(idem__self *self);
 /* A new owner id: unique per lease, without a call into libuuid. */
 void idem__owner_next(idem__self *self, unsigned char out[16]);
 /* Whether the process that wrote a lease is known to be gone: it ran in
  * this PID namespace and its pid now names no process, a zombie, or a
- * process started at another time. False whenever it cannot be told. */
+ * process started at another time. False whenever it cannot be told,
+ * which includes a holder whose /proc entry we may not see (hidepid). */
 bool idem__owner_gone(const idem__self *self, int64_t pid, int64_t pidns,
                       int64_t start);
-/* Whether pid names no process, or a dead one not yet reaped (a zombie),
- * as far as this PID namespace can tell. A reused pid looks alive. */
+/* Whether pid names no process (kill() answers ESRCH), or a dead one not
+ * yet reaped (a zombie, as a /proc of this PID namespace shows it). A
+ * reused pid looks alive, and so does a process hidden from us. */
 bool idem__pid_gone(int64_t pid);
 void idem__uuid_format(const unsigned char uuid[16], char out[37]);
 

@@ -223,7 +223,7 @@ static int claim(idem_db *db, const void *key, size_t key_len,
       .fence = fence,
       .owner = l->owner,
       .boot = now->boot,
-      .lease_until = now->lease + db->opt.ttl_ms,
+      .lease_until = idem__ms_add(now->lease, db->opt.ttl_ms),
       .fingerprint = fp,
       .fingerprint_len = fp_len,
       .name = name,
@@ -273,6 +273,12 @@ static int check_begin(idem_db *db, const void *key, size_t key_len,
     if (bo->name && strlen(bo->name) > IDEM_MAX_NAME)
       return idem__error(db, IDEM_ETOOBIG, "name is over %d bytes",
                          IDEM_MAX_NAME);
+    if (bo->wait_ms > IDEM_MAX_DURATION_MS)
+      return idem__error(db, IDEM_EINVAL,
+                         "wait_ms (%lld) is over IDEM_MAX_DURATION_MS "
+                         "(%lld); < 0 waits without limit",
+                         (long long)bo->wait_ms,
+                         (long long)IDEM_MAX_DURATION_MS);
   }
   if (db->readonly)
     return idem__error(db, IDEM_EREADONLY, "%s: opened with IDEM_OPEN_READONLY",
@@ -470,7 +476,7 @@ int idem_begin(idem_db *db, const void *key, size_t key_len,
   int64_t wait = bo && bo->version >= 1 ? bo->wait_ms : 0;
   if (wait == 0)
     return begin_once(db, key, key_len, bo, out, true);
-  int64_t deadline = idem__now(db, IDEM_CLOCK_LEASE) + wait;
+  int64_t deadline = idem__ms_add(idem__now(db, IDEM_CLOCK_LEASE), wait);
   int64_t nap = 1;
   for (bool first = true;; first = false) {
     pthread_mutex_lock(&db->reg);
@@ -479,7 +485,7 @@ int idem_begin(idem_db *db, const void *key, size_t key_len,
     int answer = begin_once(db, key, key_len, bo, out, first);
     if (answer != IDEM_BUSY)
       return answer;
-    int64_t left = deadline - idem__now(db, IDEM_CLOCK_LEASE);
+    int64_t left = idem__ms_sub(deadline, idem__now(db, IDEM_CLOCK_LEASE));
     if (wait > 0 && left <= 0)
       return answer;
     /* Poll other processes with a growing pause, never past the moment

@@ -101,10 +101,12 @@ void idem__decide(const idem__row *row, const idem__time *now,
   }
   if (idem__lease_live(row, now)) {
     d->answer = IDEM_BUSY;
-    d->lease_ms = row->lease_until - now->lease;
+    d->lease_ms = idem__ms_sub(row->lease_until, now->lease);
     return;
   }
-  if (max_attempts && row->attempts >= max_attempts) {
+  /* Unlimited attempts end where the count would wrap. */
+  if ((max_attempts && row->attempts >= max_attempts) ||
+      row->attempts == UINT32_MAX) {
     d->action = IDEM__DO_POISON;
     d->answer = IDEM_POISONED;
     return;
