@@ -262,7 +262,9 @@ IDEM_EXPORT const char *idem_errmsg(const idem_db *db);
  * IDEM_FAIL_OPEN: the answer is IDEM_CLAIMED with an unguarded lease
  *   (idem_answer.unguarded), so the job runs without protection and may run
  *   more than once. Unsafe: only for callers who prefer a duplicate run to
- *   no run at all. The error is still logged and counted. */
+ *   no run at all. The error is still logged and counted. Completing or
+ *   failing an unguarded lease stores its result once storage allows, if
+ *   no one else has the key by then (see idem_complete()). */
 #define IDEM_FAIL_CLOSED 0
 #define IDEM_FAIL_OPEN 1
 
@@ -322,8 +324,11 @@ typedef struct idem_options {
   void (*on_poison)(void *ctx, const void *key, size_t key_len,
                     uint32_t attempts);
   void *poison_ctx;
-  /* Told from the heartbeat when it finds that a lease of this handle was
-   * taken over. Must not block; must not free the lease. */
+  /* Told from the heartbeat when it finds that a lease of this handle,
+   * still held by the job, was taken over or its key poisoned or reset;
+   * never for a lease its holder ended or freed before the round saw it.
+   * The lease stays valid during the call, even if the job frees it at
+   * the same moment. Must not block; must not free the lease. */
   void (*on_lost)(void *ctx, idem_lease *lease);
   void *lost_ctx;
   /* Storage caps for small devices, enforced by idem_purge(): at most
@@ -505,6 +510,11 @@ IDEM_EXPORT void idem_answer_clear(idem_answer *out);
  * idem_complete() again with the same result: it returns IDEM_OK once the
  * completion is stored, whether by the first call or this one, or
  * IDEM_ELEASELOST if it was not and the key has moved on.
+ * An unguarded lease (IDEM_FAIL_OPEN) has no row: its result is stored
+ * with a claim of its own, in the same transaction, when a begin could
+ * claim the key now; where another owner holds, finished or poisoned the
+ * key it is IDEM_ELEASELOST and nothing is stored; after a storage error
+ * nothing is stored, and the call can be made again.
  * Not thread-safe for one lease; thread-safe across leases. */
 IDEM_EXPORT int idem_complete(idem_lease *lease, const void *result,
                               size_t len);
@@ -514,8 +524,15 @@ IDEM_EXPORT int idem_complete(idem_lease *lease, const void *result,
  * writes and the completion commit together, or not at all. It neither
  * begins nor commits: the application does. Fenced: on IDEM_ELEASELOST
  * the application must roll back, and nothing of the job is kept.
- * On IDEM_OK the lease is finished; if the application then rolls back,
- * the key stays pending until this lease's TTL ends.
+ * On IDEM_OK the lease stays held, and kept alive by the heartbeat, until
+ * the transaction ends, and the lease's other calls answer IDEM_EMISUSE
+ * until then. If the application commits, the lease is finished. If it
+ * rolls back, nothing was completed and the lease is the job's again: the
+ * next call on it (idem_complete_in_tx() in a new transaction,
+ * idem_complete(), idem_fail(), idem_release()) works as before the first
+ * one, and idem_lease_free() releases it. A lease freed while the
+ * transaction is still open is left to it: a rollback then leaves the key
+ * pending until this lease's TTL ends.
  * Returns IDEM_OK, IDEM_ELEASELOST, IDEM_EMISUSE (not an idem_open_db()
  * handle, no transaction open, lease already finished), IDEM_EINVAL,
  * IDEM_ETOOBIG, or a storage error (roll back). Not thread-safe for one
@@ -553,9 +570,11 @@ IDEM_EXPORT uint32_t idem_lease_attempt(const idem_lease *lease);
 IDEM_EXPORT void idem_lease_free(idem_lease *lease);
 
 /* Refreshes every live lease of the handle in one transaction, as the
- * background thread does every heartbeat_ms. For callers that run without
- * the thread (heartbeat_ms < 0) or want a refresh now. *lost_out (may be
- * NULL) gets the number of leases found lost in this round.
+ * background thread does every heartbeat_ms (of the lease clock: a round
+ * follows a suspend of the host within a second). Each deadline is set to
+ * ttl_ms after the moment the write lock is held. For callers that run
+ * without the thread (heartbeat_ms < 0) or want a refresh now. *lost_out
+ * (may be NULL) gets the number of leases found lost in this round.
  * Returns IDEM_OK, IDEM_EINVAL (NULL handle) or a storage error.
  * Thread-safe. */
 IDEM_EXPORT int idem_heartbeat(idem_db *db, unsigned *lost_out);

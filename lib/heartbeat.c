@@ -25,7 +25,7 @@
  * IDEM_SYNC_FULL, whose commits wait for the disk anyway, writers
  * checkpoint inline at the threshold.
  */
-#include "store.h"
+#include "machine.h"
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -34,25 +34,45 @@
 #include <string.h>
 #include <time.h>
 
+/* What a round found of a lease. */
+#define ROUND_REFRESHED 0
+#define ROUND_LOST 1   /* the row moved on without its holder */
+#define ROUND_ENDED 2  /* its holder ended it: completed, failed, released */
+#define ROUND_ENDING 3 /* its holder's end is under way: its verdict */
+
+/* A lease whose holder is ending it, when the row no longer matches:
+ * either that end committed before this round (the row shows it ended) or
+ * it has yet to take the lock, and the row will refuse it and tell the
+ * holder. A completion in the application's transaction is not under way:
+ * that transaction held the lock, so a row moved on since means it rolled
+ * back. */
+static bool ending(idem_lease *l) {
+  return atomic_load(&l->ending) &&
+         atomic_load(&l->status) != IDEM__LEASE_IN_TX;
+}
+
 static int refresh(idem_db *db, idem__store *st, idem_lease **ls, size_t n,
-                   bool *lost) {
-  int64_t until = idem__ms_add(idem__now(db, IDEM_CLOCK_LEASE), db->opt.ttl_ms);
+                   unsigned char *found) {
   int rc = idem__tx_write(st);
+  /* From a reading taken with the lock held: the wait for it may have been
+   * long, and a deadline counted from before it could be past already. */
+  int64_t until = idem__ms_add(idem__now(db, IDEM_CLOCK_LEASE), db->opt.ttl_ms);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     idem_lease *l = ls[i];
     idem__fence f = {l->key, l->key_len, l->owner, l->fence};
     int changed = 0;
-    lost[i] = false;
+    found[i] = ROUND_REFRESHED;
     rc = idem__row_touch(st, &f, until, &changed);
     if (rc == 0 && !changed) {
       idem__row row;
       rc = idem__row_get(st, l->key, l->key_len, &row, 0);
-      lost[i] =
-          rc == 0 && (row.state == IDEM_STATE_ABSENT || row.fence != l->fence);
+      found[i] = rc == 0 && idem__ended_under(&row, l->fence) ? ROUND_ENDED
+                 : ending(l)                                  ? ROUND_ENDING
+                                                              : ROUND_LOST;
       idem__row_done(st);
       /* The holder is back and learns it lost the key: its attempt's
        * history says so, as when a fenced call is the first to find out. */
-      if (lost[i] && !idem_lease_lost(l))
+      if (rc == 0 && found[i] == ROUND_LOST && !idem_lease_lost(l))
         rc = idem__row_mark_lost(st, l->key, l->key_len, l->fence);
     }
   }
@@ -63,7 +83,7 @@ static int refresh(idem_db *db, idem__store *st, idem_lease **ls, size_t n,
     return rc;
   }
   for (size_t i = 0; i < n; i++)
-    if (!lost[i])
+    if (found[i] == ROUND_REFRESHED)
       atomic_store(&ls[i]->until, until);
   return 0;
 }
@@ -240,10 +260,10 @@ static int heartbeat_round(idem_db *db, unsigned *lost_out, char *msg,
   size_t n;
   idem_lease **ls = snapshot(db, &n);
   order_by_key(ls, n);
-  bool *lost = n ? calloc(n, sizeof *lost) : NULL;
+  unsigned char *found = n ? calloc(n, sizeof *found) : NULL;
   int rc = 0;
   unsigned nlost = 0;
-  if (n && !lost) {
+  if (n && !found) {
     rc = SQLITE_NOMEM;
     snprintf(msg, msg_size, "out of memory");
   }
@@ -251,15 +271,20 @@ static int heartbeat_round(idem_db *db, unsigned *lost_out, char *msg,
   if (rc == 0 && n)
     rc = hb_store_ready(db, msg, msg_size);
   if (rc == 0 && n) {
-    rc = refresh(db, db->hb_store, ls, n, lost);
+    rc = refresh(db, db->hb_store, ls, n, found);
     if (rc)
       snprintf(msg, msg_size, "%s", idem__store_errmsg(db->hb_store));
   }
   pthread_mutex_unlock(&db->hb_mu);
   for (size_t i = 0; i < n; i++) {
-    if (rc == 0 && lost[i] && !idem_lease_lost(ls[i])) {
+    /* A lease completed in the application's transaction is done once the
+     * round sees that transaction's commit. */
+    if (rc == 0 && found[i] == ROUND_ENDED)
+      idem__lease_settled(ls[i]);
+    /* Only a lease still held is reported: one its holder ended or freed
+     * in the meantime is no longer the job's concern. */
+    if (rc == 0 && found[i] == ROUND_LOST && idem__lease_mark_lost(ls[i])) {
       nlost++;
-      idem__lease_mark_lost(ls[i]);
       idem__log(db, IDEM_LOG_WARN,
                 "%s: a lease (fence %llu) was taken over by another owner",
                 db->path, (unsigned long long)ls[i]->fence);
@@ -269,7 +294,7 @@ static int heartbeat_round(idem_db *db, unsigned *lost_out, char *msg,
     idem__lease_unref(ls[i]);
   }
   free(ls);
-  free(lost);
+  free(found);
   if (lost_out)
     *lost_out = nlost;
   return rc;
@@ -299,19 +324,44 @@ static bool past(const struct timespec *t) {
          (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
 }
 
+static void add_ms(struct timespec *t, int64_t ms) {
+  t->tv_sec += (time_t)(ms / 1000);
+  t->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (t->tv_nsec >= 1000000000L) {
+    t->tv_sec++;
+    t->tv_nsec -= 1000000000L;
+  }
+}
+
+/* How often a thread that holds leases looks at the lease clock between
+ * rounds: an eighth of the period, from 1 ms to 1 s. */
+static int64_t lease_look_ms(int64_t period) {
+  int64_t ms = period / 8;
+  return ms < 1 ? 1 : ms > 1000 ? 1000 : ms;
+}
+
+/* Rounds are due every heartbeat_ms by the lease clock (boot time, which
+ * counts a suspend), and at the latest every heartbeat_ms of real time.
+ * The condition variable can only wait on CLOCK_MONOTONIC, which stops
+ * while the host sleeps: after a resume the wait alone would run on for
+ * the rest of its period while the leases lapse. So while leases are held
+ * the thread also wakes a few times a period to read the lease clock, and
+ * a round follows a resume within lease_look_ms(). Under db->reg. */
+static bool round_due(idem_db *db, const struct timespec *next,
+                      int64_t lease_next) {
+  return past(next) || idem__now(db, IDEM_CLOCK_LEASE) >= lease_next;
+}
+
 static void *heartbeat_main(void *arg) {
   idem_db *db = arg;
   int64_t ms = db->opt.heartbeat_ms;
+  int64_t look = lease_look_ms(ms);
   struct timespec next;
   clock_gettime(CLOCK_MONOTONIC, &next);
   pthread_mutex_lock(&db->reg);
+  int64_t lease_next = idem__ms_add(db->hb_started, ms);
   while (!db->hb_stop) {
-    next.tv_sec += ms / 1000;
-    next.tv_nsec += (ms % 1000) * 1000000L;
-    if (next.tv_nsec >= 1000000000L) {
-      next.tv_sec++;
-      next.tv_nsec -= 1000000000L;
-    }
+    add_ms(&next, ms);
     /* Checkpoints asked for in between do not move the next round. A
      * request made while a checkpoint ran is served before waiting again:
      * the hook signals once per request, and that signal found no
@@ -322,12 +372,18 @@ static void *heartbeat_main(void *arg) {
         pthread_mutex_unlock(&db->reg);
         checkpoint(db);
         pthread_mutex_lock(&db->reg);
-        if (!past(&next))
-          continue;
-        break;
       }
-      if (pthread_cond_timedwait(&db->hb_wake, &db->reg, &next) != 0)
+      if (round_due(db, &next, lease_next))
         break;
+      struct timespec wake = next;
+      if (db->leases) {
+        clock_gettime(CLOCK_MONOTONIC, &wake);
+        add_ms(&wake, look);
+        if (wake.tv_sec > next.tv_sec ||
+            (wake.tv_sec == next.tv_sec && wake.tv_nsec > next.tv_nsec))
+          wake = next;
+      }
+      pthread_cond_timedwait(&db->hb_wake, &db->reg, &wake);
     }
     if (db->hb_stop)
       break;
@@ -340,6 +396,7 @@ static void *heartbeat_main(void *arg) {
                 "ms",
                 db->path, msg, rc, (long long)ms);
     pthread_mutex_lock(&db->reg);
+    lease_next = idem__ms_add(idem__now(db, IDEM_CLOCK_LEASE), ms);
   }
   pthread_mutex_unlock(&db->reg);
   return NULL;
@@ -352,6 +409,7 @@ int idem__heartbeat_start(idem_db *db) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   db->hb_stop = false;
+  db->hb_started = idem__now(db, IDEM_CLOCK_LEASE);
   int rc = pthread_create(&db->hb_thread, NULL, heartbeat_main, db);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0)

@@ -64,6 +64,8 @@ struct idem_db {
   bool ckpt_wanted; /* under reg: the WAL wants a checkpoint */
   int ckpt_pages;   /* under reg: the WAL's size at the last request */
   pthread_cond_t hb_wake;
+  int64_t hb_started; /* lease clock when the thread was started: the first
+                         round is due a period later (under reg) */
 
   pthread_mutex_t hb_mu;
   idem__store *hb_store; /* heartbeat connection, opened on first use */
@@ -75,6 +77,10 @@ struct idem_db {
 #define IDEM__LEASE_HELD 0
 #define IDEM__LEASE_DONE 1 /* completed, failed or released */
 #define IDEM__LEASE_LOST 2 /* another owner's claim was seen */
+/* Completed inside the application's open transaction (idem_complete_in_tx):
+ * still held, and kept alive, until that transaction is known to have
+ * committed (then DONE) or rolled back (then HELD again). */
+#define IDEM__LEASE_IN_TX 3
 
 struct idem_lease {
   idem_db *db;
@@ -82,7 +88,12 @@ struct idem_lease {
   bool registered;         /* under db->reg */
   _Atomic int refs;        /* the caller's, plus a heartbeat round's */
   _Atomic int status;      /* IDEM__LEASE_* */
-  bool unguarded;          /* IDEM_FAIL_OPEN: no row behind this lease */
+  /* Set before its holder's fenced call that ends it takes the write lock,
+   * cleared if that call fails: a heartbeat round that finds the row moved
+   * on while this is set leaves the verdict to that call, which commits
+   * first or learns of the loss itself. */
+  _Atomic bool ending;
+  bool unguarded; /* IDEM_FAIL_OPEN: no row behind this lease */
   uint32_t attempt;
   uint64_t fence;
   unsigned char owner[16];
@@ -134,7 +145,12 @@ int idem__check_key(idem_db *db, const void *key, size_t key_len);
 
 /* lease.c */
 void idem__lease_unref(idem_lease *lease);
-void idem__lease_mark_lost(idem_lease *lease);
+/* Marks a held lease lost; false (and nothing done) when it was not held
+ * any more: ended by its holder, or already marked. */
+bool idem__lease_mark_lost(idem_lease *lease);
+/* Ends a lease completed in the application's transaction once a heartbeat
+ * saw that transaction committed. */
+void idem__lease_settled(idem_lease *lease);
 
 /* fence_sql.c */
 int idem__fence_sql_register(struct sqlite3 *conn);

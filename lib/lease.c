@@ -120,13 +120,27 @@ static void lease_end(idem_lease *l, int status) {
   pthread_mutex_unlock(&l->db->reg);
 }
 
-void idem__lease_mark_lost(idem_lease *l) {
-  int held = IDEM__LEASE_HELD;
-  if (!atomic_compare_exchange_strong(&l->status, &held, IDEM__LEASE_LOST))
-    return;
+bool idem__lease_mark_lost(idem_lease *l) {
+  /* Once only, and never for a lease its holder has ended: whoever tells
+   * the job (the heartbeat's on_lost, a fenced call's answer) holds a
+   * lease that the job has not let go of. */
+  int s = atomic_load(&l->status);
+  do {
+    if (s != IDEM__LEASE_HELD && s != IDEM__LEASE_IN_TX)
+      return false;
+  } while (!atomic_compare_exchange_weak(&l->status, &s, IDEM__LEASE_LOST));
   atomic_fetch_add(&l->db->n_lost, 1);
   pthread_mutex_lock(&l->db->reg);
   lease_unlist(l);
+  pthread_mutex_unlock(&l->db->reg);
+  return true;
+}
+
+void idem__lease_settled(idem_lease *l) {
+  int in_tx = IDEM__LEASE_IN_TX;
+  pthread_mutex_lock(&l->db->reg);
+  if (atomic_compare_exchange_strong(&l->status, &in_tx, IDEM__LEASE_DONE))
+    lease_unlist(l);
   pthread_mutex_unlock(&l->db->reg);
 }
 
@@ -311,17 +325,21 @@ static int begin_read(idem_db *db, const void *key, size_t key_len,
 
 /* One begin, without waiting. Under db->mu. */
 static int begin_write(idem_db *db, const void *key, size_t key_len,
-                       const idem_begin_opts *bo, const idem__time *now,
-                       bool wait, idem_lease *l, idem_answer *out,
-                       int *sqlite_rc, bool *poisoned_now) {
+                       const idem_begin_opts *bo, idem__time *now, bool wait,
+                       idem_lease *l, idem_answer *out, int *sqlite_rc,
+                       bool *poisoned_now) {
   const void *fp = bo ? bo->fingerprint : NULL;
   size_t fp_len = bo ? bo->fingerprint_len : 0;
   idem__row row;
   idem__decision d;
   int rc = wait ? idem__tx_write(db->store) : idem__tx_write_now(db->store);
-  if (rc == 0)
+  /* The wait for the lock may have outlasted a lease, ours to be included:
+   * a deadline taken from a reading before it could be over already. */
+  if (rc == 0) {
+    idem__time_of(db, now);
     rc = idem__row_get(db->store, key, key_len, &row,
                        IDEM__ROW_RESULT | IDEM__ROW_HISTORY);
+  }
   if (rc) {
     *sqlite_rc = rc;
     idem__tx_rollback(db->store);
@@ -527,7 +545,7 @@ static const char *const end_name[] = {"complete", "fail", "release",
 /* Whether a row that the fenced write did not match shows that this lease
  * already did what is asked (a retry after IDEM_EUNKNOWN). */
 static bool already_done(const idem__row *row, const idem_lease *l, int op) {
-  if (row->state == IDEM_STATE_ABSENT || row->fence != l->fence)
+  if (!idem__ended_under(row, l->fence))
     return false;
   switch (op) {
   case END_COMPLETE:
@@ -536,30 +554,61 @@ static bool already_done(const idem__row *row, const idem_lease *l, int op) {
   case END_FAIL:
     return row->state == IDEM_STATE_FAILED;
   default:
-    return row->state == IDEM_STATE_PENDING && !row->has_owner;
+    return row->state == IDEM_STATE_PENDING;
   }
+}
+
+static int64_t retention_end(const idem_db *db, int64_t wall) {
+  return db->opt.retention_ms ? idem__ms_add(wall, db->opt.retention_ms) : 0;
+}
+
+static int finish_row(idem_db *db, const idem__fence *f, int op, int code,
+                      const void *res, size_t len, const char *reason,
+                      int64_t wall, int *changed) {
+  if (op == END_RELEASE)
+    return idem__row_release(db->store, f, wall, reason, changed);
+  return idem__row_finish(
+      db->store, f, op == END_FAIL ? IDEM_STATE_FAILED : IDEM_STATE_COMPLETED,
+      code, res, len, wall, retention_end(db, wall), changed);
+}
+
+/* Commits what an end wrote under its own transaction (rc == 0 so far), or
+ * rolls back and reports rc. */
+static int end_commit(idem_db *db, int op, int rc, int changed) {
+  if (rc == 0 && changed) {
+    rc = idem__tx_commit(db->store);
+    if (rc && op != END_RELEASE) {
+      idem__tx_rollback(db->store);
+      idem__storage_error(db, rc, end_name[op], idem__store_errmsg(db->store));
+      return idem__error(db, IDEM_EUNKNOWN,
+                         "%s: the commit failed (%s); the result may or may "
+                         "not be stored: call again to find out",
+                         db->path, sqlite3_errstr(rc));
+    }
+  }
+  if (rc) {
+    int err = idem__storage_error(db, rc, end_name[op],
+                                  idem__store_errmsg(db->store));
+    idem__tx_rollback(db->store);
+    return err;
+  }
+  idem__tx_rollback(db->store);
+  return IDEM_OK;
 }
 
 static int end_write(idem_db *db, idem_lease *l, int op, int code,
                      const void *res, size_t len, const char *reason,
                      bool *lost) {
   idem__time now;
-  idem__time_of(db, &now);
   idem__fence f = {l->key, l->key_len, l->owner, l->fence};
   int changed = 0;
   /* Inside the application's transaction, it commits or rolls back. */
   bool own_tx = op != END_COMPLETE_IN_TX;
   int rc = own_tx ? idem__tx_write(db->store) : 0;
-  if (rc == 0) {
-    if (op == END_RELEASE)
-      rc = idem__row_release(db->store, &f, now.wall, reason, &changed);
-    else
-      rc = idem__row_finish(
-          db->store, &f,
-          op == END_FAIL ? IDEM_STATE_FAILED : IDEM_STATE_COMPLETED, code, res,
-          len, now.wall,
-          db->opt.retention_ms ? now.wall + db->opt.retention_ms : 0, &changed);
-  }
+  /* Retention starts when the lock is held, not before its wait. */
+  idem__time_of(db, &now);
+  if (rc == 0)
+    rc = finish_row(db, &f, op, code, res, len, reason, now.wall, &changed);
   /* Kept across a commit that failed but landed: the retry that finds the
    * row finished writes nothing, and this stays the time on the row. */
   if (rc == 0 && changed && op != END_RELEASE)
@@ -586,25 +635,92 @@ static int end_write(idem_db *db, idem_lease *l, int op, int code,
         idem__row_mark_lost(db->store, l->key, l->key_len, l->fence) == 0)
       (void)idem__tx_commit(db->store);
   }
-  if (rc == 0 && changed) {
-    rc = idem__tx_commit(db->store);
-    if (rc && op != END_RELEASE) {
-      idem__tx_rollback(db->store);
-      idem__storage_error(db, rc, end_name[op], idem__store_errmsg(db->store));
-      return idem__error(db, IDEM_EUNKNOWN,
-                         "%s: the commit failed (%s); the result may or may "
-                         "not be stored: call again to find out",
-                         db->path, sqlite3_errstr(rc));
-    }
+  return end_commit(db, op, rc, changed);
+}
+
+/* A lease of IDEM_FAIL_OPEN has no row behind it: its job ran unguarded.
+ * Its result is still stored where that takes nothing from anyone, so that
+ * the next begin finds it instead of running the job once more: when a
+ * begin could claim the key now (no row, past retention, no live lease,
+ * not poisoned), this lease claims it and finishes it in one transaction.
+ * Where another owner holds, finished or poisoned the key, nothing is
+ * written and the caller is told IDEM_ELEASELOST. A release has nothing to
+ * give back. */
+static int end_unguarded(idem_db *db, idem_lease *l, int op, int code,
+                         const void *res, size_t len, bool *lost) {
+  if (op == END_RELEASE)
+    return IDEM_OK;
+  bool own_tx = op != END_COMPLETE_IN_TX;
+  int rc = own_tx ? idem__tx_write(db->store) : 0;
+  idem__time now;
+  idem__time_of(db, &now);
+  idem__row row;
+  idem__decision d;
+  bool done = false;
+  int changed = 0;
+  if (rc == 0)
+    rc = idem__row_get(db->store, l->key, l->key_len, &row,
+                       IDEM__ROW_RESULT | IDEM__ROW_HISTORY);
+  if (rc == 0) {
+    /* A retry after IDEM_EUNKNOWN finds its own completion. */
+    done = l->fence && already_done(&row, l, op);
+    /* The job has run: its success is worth keeping even on a key whose
+     * attempts are spent, as long as no call poisoned it yet. */
+    idem__decide(&row, &now, 0, NULL, 0, &d);
+    *lost = !done && d.action != IDEM__DO_CLAIM;
   }
-  if (rc) {
-    int err = idem__storage_error(db, rc, end_name[op],
-                                  idem__store_errmsg(db->store));
-    idem__tx_rollback(db->store);
-    return err;
+  if (rc == 0 && !done && !*lost) {
+    idem_answer scratch = IDEM_ANSWER_INIT;
+    rc = claim(db, l->key, l->key_len, NULL, &row, &d, &now, l, &scratch);
+    idem__fence f = {l->key, l->key_len, l->owner, l->fence};
+    if (rc == 0)
+      rc = finish_row(db, &f, op, code, res, len, NULL, now.wall, &changed);
   }
-  idem__tx_rollback(db->store);
-  return IDEM_OK;
+  if (rc == 0 && changed)
+    l->finished_at = now.wall;
+  if (!own_tx)
+    return rc ? idem__storage_error(db, rc, end_name[op],
+                                    idem__store_errmsg(db->store))
+              : IDEM_OK;
+  return end_commit(db, op, rc, changed);
+}
+
+/* A lease completed in the application's transaction stays held until that
+ * transaction has ended. The row, as the application's connection sees
+ * it, tells how it ended: completed under the lease's fence is committed,
+ * unless a transaction is open, which may be the one holding the
+ * completion still; the lease's own pending row means the completion was
+ * rolled back (the lease is held again, to complete, fail or release
+ * anew); anything else, lost. Under db->mu, on the application's thread,
+ * the only one that may use its connection. Returns 0 or the storage error
+ * of the read, which leaves the lease as it was. */
+static int settle_in_tx(idem_db *db, idem_lease *l) {
+  if (atomic_load(&l->status) != IDEM__LEASE_IN_TX)
+    return 0;
+  idem__row row;
+  int rc = idem__row_get(db->store, l->key, l->key_len, &row, 0);
+  bool completed =
+      rc == 0 && row.state == IDEM_STATE_COMPLETED && row.fence == l->fence;
+  if (completed && idem__store_in_tx(db->store)) {
+    idem__row_done(db->store);
+    return 0;
+  }
+  bool committed = completed;
+  bool held = rc == 0 && row.state == IDEM_STATE_PENDING && row.has_owner &&
+              row.fence == l->fence && memcmp(row.owner, l->owner, 16) == 0;
+  idem__row_done(db->store);
+  if (rc)
+    return rc;
+  if (committed) {
+    idem__lease_settled(l);
+  } else if (held) {
+    int in_tx = IDEM__LEASE_IN_TX;
+    atomic_store(&l->ending, false);
+    atomic_compare_exchange_strong(&l->status, &in_tx, IDEM__LEASE_HELD);
+  } else {
+    idem__lease_mark_lost(l);
+  }
+  return 0;
 }
 
 static int lease_end_call(idem_lease *l, int op, int code, const void *res,
@@ -615,14 +731,23 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
   if (idem__forked(db))
     return idem__fork_refused(db, end_name[op]);
   idem__lock(db);
+  int rc = settle_in_tx(db, l);
   int status = atomic_load(&l->status);
   int err = IDEM_OK;
   bool lost = false;
-  if (status == IDEM__LEASE_LOST)
+  if (rc)
+    err = idem__storage_error(db, rc, end_name[op],
+                              idem__store_errmsg(db->store));
+  else if (status == IDEM__LEASE_LOST)
     err = idem__error(db, IDEM_ELEASELOST,
                       "the lease was taken over by another owner");
   else if (status == IDEM__LEASE_DONE)
     err = idem__error(db, IDEM_EMISUSE, "the lease was already finished");
+  else if (status == IDEM__LEASE_IN_TX)
+    err = idem__error(db, IDEM_EMISUSE,
+                      "the lease was completed in the transaction still open "
+                      "on the connection: commit it, or roll it back to "
+                      "finish the lease anew");
   else if (!res && len)
     err = idem__error(db, IDEM_EINVAL, "result is NULL but its length is %zu",
                       len);
@@ -640,16 +765,31 @@ static int lease_end_call(idem_lease *l, int op, int code, const void *res,
     err = idem__error(db, IDEM_EMISUSE,
                       "idem_complete_in_tx needs a transaction open on the "
                       "connection");
-  else if (!l->unguarded)
-    err = end_write(db, l, op, code, res, len, reason, &lost);
+  else {
+    atomic_store(&l->ending, true);
+    err = l->unguarded ? end_unguarded(db, l, op, code, res, len, &lost)
+                       : end_write(db, l, op, code, res, len, reason, &lost);
+    /* Still held after a storage error: the heartbeat judges it again. */
+    if (err != IDEM_OK && !lost)
+      atomic_store(&l->ending, false);
+  }
   if (err == IDEM_OK && lost)
     err = idem__error(db, IDEM_ELEASELOST,
                       "%s: the lease was taken over by another owner (fence "
                       "%llu); nothing was changed",
                       end_name[op], (unsigned long long)l->fence);
+  /* In the application's transaction the completion is not done before
+   * that transaction commits: the lease stays held, and alive, till then. */
+  bool in_tx = err == IDEM_OK && op == END_COMPLETE_IN_TX && !l->unguarded;
+  if (in_tx) {
+    int held = IDEM__LEASE_HELD;
+    atomic_compare_exchange_strong(&l->status, &held, IDEM__LEASE_IN_TX);
+  }
   idem__unlock(db);
 
-  if (err == IDEM_OK) {
+  /* A lease completed in a transaction is settled by the next call on it,
+   * or by a heartbeat round. */
+  if (err == IDEM_OK && !in_tx) {
     if (op == END_RELEASE && reason)
       idem__log(db, IDEM_LOG_INFO, "%s: lease released: %s", db->path, reason);
     lease_end(l, IDEM__LEASE_DONE);
@@ -699,6 +839,14 @@ void idem_lease_free(idem_lease *lease) {
     return;
   }
   idem_db *db = lease->db;
+  /* Completed in a transaction that has ended since: done, or held again
+   * and released below. Freed while that transaction is still open, the
+   * lease is left to it: a rollback leaves the key pending till the TTL. */
+  if (atomic_load(&lease->status) == IDEM__LEASE_IN_TX) {
+    idem__lock(db);
+    (void)settle_in_tx(db, lease);
+    idem__unlock(db);
+  }
   if (atomic_load(&lease->status) == IDEM__LEASE_HELD)
     (void)idem_release(lease, "freed while held");
   pthread_mutex_lock(&db->reg);

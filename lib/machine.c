@@ -115,3 +115,11 @@ void idem__decide(const idem__row *row, const idem__time *now,
   d->answer = IDEM_CLAIMED;
   d->attempts = row->attempts + 1;
 }
+
+bool idem__ended_under(const idem__row *row, uint64_t fence) {
+  if (row->state == IDEM_STATE_ABSENT || row->fence != fence)
+    return false;
+  return row->state == IDEM_STATE_COMPLETED ||
+         row->state == IDEM_STATE_FAILED ||
+         (row->state == IDEM_STATE_PENDING && !row->has_owner);
+}

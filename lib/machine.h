@@ -53,4 +53,10 @@ void idem__decide(const idem__row *row, const idem__time *now,
                   uint32_t max_attempts, const void *fingerprint,
                   size_t fingerprint_len, idem__decision *d);
 
+/* Whether the row shows the attempt under `fence` ended by its own holder:
+ * completed, failed or released (pending with no lease) under that fence.
+ * Anything else that no longer carries the lease (another fence, no row,
+ * a poisoning) means the holder lost it. */
+bool idem__ended_under(const idem__row *row, uint64_t fence);
+
 #endif

@@ -520,8 +520,11 @@ static void test_poison_told_after_commit(void **state) {
     fv_disarm();
     assert_int_equal(rc, policy ? IDEM_CLAIMED : IDEM_EIO);
     if (rc == IDEM_CLAIMED) {
+      /* A completion would be stored now that the disk is back (a run
+       * that happened is kept): the job gives up instead, which stores
+       * nothing, so the key is still there to poison. */
       assert_true(a.unguarded);
-      assert_int_equal(idem_complete(a.lease, "x", 1), IDEM_OK);
+      assert_int_equal(idem_release(a.lease, "x"), IDEM_OK);
       idem_lease_free(a.lease);
     }
     assert_int_equal(told, 0);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -351,4 +352,56 @@ int tu_fx_teardown(void **state) {
   free(fx);
   *state = NULL;
   return ret;
+}
+
+/* --- Real time and the write lock ---------------------------------------- */
+
+int64_t tu_real_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tu_sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+uint32_t tu_queue_tickets(const char *path) {
+  char *q = tu_suffix(path, "-lockq");
+  int fd = open(q, O_RDONLY | O_CLOEXEC);
+  free(q);
+  uint32_t next = 0;
+  if (fd >= 0) {
+    if (pread(fd, &next, sizeof next, 4) != (ssize_t)sizeof next)
+      next = 0;
+    close(fd);
+  }
+  return next;
+}
+
+void tu_wait_tickets(const char *path, uint32_t n) {
+  int64_t until = tu_real_ms() + 10000;
+  while (tu_queue_tickets(path) < n) {
+    if (tu_real_ms() > until)
+      fail_msg("%u writer(s) expected in the queue of %s, %u came", n, path,
+               tu_queue_tickets(path));
+    tu_sleep_ms(1);
+  }
+}
+
+struct sqlite3 *tu_hold_write_lock(const char *path) {
+  sqlite3 *conn = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL),
+                   SQLITE_OK);
+  sqlite3_busy_timeout(conn, 5000);
+  assert_int_equal(sqlite3_exec(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  return conn;
+}
+
+void tu_drop_write_lock(struct sqlite3 *conn) {
+  assert_int_equal(sqlite3_exec(conn, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_close(conn), SQLITE_OK);
 }

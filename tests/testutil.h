@@ -95,6 +95,26 @@ idem_stats tu_stats(idem_db *db);
 /* idem_get() of a NUL-terminated key. */
 int tu_get(idem_db *db, const char *key, idem_record *rec);
 
+/* --- Real time and the write lock --------------------------------------
+ * For tests that line up threads behind SQLite's write lock: they wait on
+ * events they can see (tickets of the writers' queue), never for a TTL. */
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t tu_real_ms(void);
+void tu_sleep_ms(long ms);
+/* Tickets the writers' queue of the database at `path` has handed out
+ * (lib/queue.c keeps the count in the second word of "<path>-lockq"). */
+uint32_t tu_queue_tickets(const char *path);
+/* Waits, for at most 10 s of real time, until `n` tickets were handed out:
+ * that many writers have begun to wait for their turn. */
+void tu_wait_tickets(const char *path, uint32_t n);
+struct sqlite3;
+/* Opens a plain SQLite connection to `path` and takes the write lock with
+ * BEGIN IMMEDIATE, outside the writers' queue; asserts it did. */
+struct sqlite3 *tu_hold_write_lock(const char *path);
+/* Commits and closes what tu_hold_write_lock() opened. */
+void tu_drop_write_lock(struct sqlite3 *conn);
+
 /* --- Fixture ----------------------------------------------------------- */
 typedef struct tu_fx {
   char *dir;  /* temporary directory, removed by the teardown */
