@@ -483,8 +483,10 @@ static void step_heartbeat(world *w, input *in) {
     mkey *k = &w->k[s->key];
     if (lease_matches(w, si)) {
       k->lease_until = w->lease_now + w->ttl;
-    } else if (k->state == IDEM_STATE_ABSENT || k->fence != s->fence) {
-      /* Another owner's claim, or a reset: the holder is told. */
+    } else if (k->state == IDEM_STATE_ABSENT || k->fence != s->fence ||
+               k->state == IDEM_STATE_POISONED) {
+      /* Another owner's claim, a reset, or the lapsed lease's key poisoned
+       * under its own fence: the holder is told. */
       s->status = L_LOST;
       want++;
     }
