@@ -1,7 +1,8 @@
 /*
  * child.c - runs the job's command under the lease: fork and exec it,
- * copy its stdout to idem's stdout while capturing it, pass signals on to
- * it, enforce --timeout, and stop it when the lease is lost.
+ * copy its stdout to idem's stdout while keeping what --output asks for,
+ * pass signals on to it, enforce --timeout, and stop it when the lease is
+ * lost.
  *
  * One poll() loop waits on the output pipe and on a self-pipe written by
  * the signal handlers and by the library's on_lost callback, so idem
@@ -20,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,7 +36,8 @@ static volatile sig_atomic_t wake_fd = -1;
  * (no signal is numbered 0). */
 #define WAKE_LOST 0
 
-/* Between SIGTERM and SIGKILL when the command must stop. */
+/* Between the stop signal and SIGKILL when the command must stop, unless
+ * --kill-after says otherwise. */
 #define GRACE_MS 2000
 #define CHUNK 65536
 
@@ -108,6 +111,58 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The names --signal takes: the standard signals as kill -l lists them,
+ * without "SIG". Real-time signals are taken by number only. */
+static const struct {
+  const char *name;
+  int sig;
+} signames[] = {
+    {"HUP", SIGHUP},   {"INT", SIGINT},       {"QUIT", SIGQUIT},
+    {"ILL", SIGILL},   {"TRAP", SIGTRAP},     {"ABRT", SIGABRT},
+    {"BUS", SIGBUS},   {"FPE", SIGFPE},       {"KILL", SIGKILL},
+    {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},     {"USR2", SIGUSR2},
+    {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},
+    {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},
+    {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},     {"TTOU", SIGTTOU},
+    {"URG", SIGURG},   {"XCPU", SIGXCPU},     {"XFSZ", SIGXFSZ},
+    {"PROF", SIGPROF}, {"VTALRM", SIGVTALRM}, {"WINCH", SIGWINCH},
+    {"IO", SIGIO},     {"PWR", SIGPWR},       {"SYS", SIGSYS},
+};
+
+int cli_parse_signal(const char *s, int *sig, char *why, size_t why_len) {
+  if (why != NULL && why_len > 0)
+    why[0] = '\0';
+  if (s == NULL || s[0] == '\0') {
+    if (why != NULL)
+      snprintf(why, why_len, "no signal (expected e.g. TERM, INT or 15)");
+    return -1;
+  }
+  if (s[0] >= '0' && s[0] <= '9') {
+    uint64_t n;
+    /* Real-time signals included; 0 would send nothing. */
+    if (cli_parse_u64(s, (uint64_t)SIGRTMAX, &n) != 0 || n == 0) {
+      if (why != NULL)
+        snprintf(why, why_len, "no such signal number (1 to %d)", SIGRTMAX);
+      return -1;
+    }
+    *sig = (int)n;
+    return 0;
+  }
+  const char *name = s;
+  if (strncasecmp(name, "SIG", 3) == 0)
+    name += 3;
+  for (size_t i = 0; i < sizeof signames / sizeof signames[0]; i++)
+    if (strcasecmp(name, signames[i].name) == 0) {
+      *sig = signames[i].sig;
+      return 0;
+    }
+  if (why != NULL)
+    snprintf(why, why_len,
+             "unknown signal (a name such as TERM, INT, HUP, KILL, or a "
+             "number)");
+  return -1;
 }
 
 static int install_signals(struct sigstate *st) {
@@ -254,39 +309,116 @@ static _Noreturn void child_main(const cli_spawn *s, char **paths,
                                              : CLI_EXIT_NOEXEC);
 }
 
-static void capture(cli_spawn *s, size_t *cap, const unsigned char *buf,
-                    size_t n) {
-  if (s->overflow || s->setup_errno != 0)
+/* The buffer that keeps the output: its size, and under
+ * CLI_OUTPUT_TAIL once full, where its oldest byte is (a ring). */
+struct kept {
+  size_t cap;
+  size_t head;
+};
+
+/* Makes room for `want` bytes (at most max_output). Returns 0 or -1 (and
+ * marks the run as failed). */
+static int reserve(cli_spawn *s, struct kept *k, size_t want) {
+  if (want <= k->cap)
+    return 0;
+  size_t cap = k->cap < 4096 ? 4096 : k->cap;
+  while (cap < want)
+    cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+  if (cap > s->max_output)
+    cap = s->max_output;
+  unsigned char *p = realloc(s->out, cap);
+  if (p == NULL) {
+    s->setup_errno = ENOMEM;
+    s->setup_what = "capturing the output";
+    return -1;
+  }
+  s->out = p;
+  k->cap = cap;
+  return 0;
+}
+
+static void reverse(unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n / 2; i++) {
+    unsigned char t = p[i];
+    p[i] = p[n - 1 - i];
+    p[n - 1 - i] = t;
+  }
+}
+
+/* Puts a full ring of CLI_OUTPUT_TAIL back in order, oldest byte first,
+ * in place: no second buffer of up to 16 MiB. */
+static void unring(cli_spawn *s, struct kept *k) {
+  if (s->out == NULL || k->head == 0)
     return;
+  reverse(s->out, k->head);
+  reverse(s->out + k->head, s->out_len - k->head);
+  reverse(s->out, s->out_len);
+  k->head = 0;
+}
+
+/* CLI_OUTPUT_TAIL: appends until max_output bytes are kept, then writes
+ * over the oldest. */
+static void keep_tail(cli_spawn *s, struct kept *k, const unsigned char *buf,
+                      size_t n) {
+  size_t max = s->max_output;
+  if (max == 0)
+    return;
+  if (n >= max) {
+    /* The chunk alone fills the buffer: only its end counts. */
+    if (reserve(s, k, max) != 0)
+      return;
+    memcpy(s->out, buf + (n - max), max);
+    s->out_len = max;
+    k->head = 0;
+    return;
+  }
+  if (s->out_len < max) {
+    size_t fit = max - s->out_len < n ? max - s->out_len : n;
+    if (reserve(s, k, s->out_len + fit) != 0)
+      return;
+    memcpy(s->out + s->out_len, buf, fit);
+    s->out_len += fit;
+    buf += fit;
+    n -= fit;
+    if (n > 0 && reserve(s, k, max) != 0)
+      return;
+  }
+  while (n > 0) {
+    size_t chunk = max - k->head < n ? max - k->head : n;
+    memcpy(s->out + k->head, buf, chunk);
+    k->head = (k->head + chunk) % max;
+    buf += chunk;
+    n -= chunk;
+  }
+}
+
+static void capture(cli_spawn *s, struct kept *k, const unsigned char *buf,
+                    size_t n) {
+  s->out_total += n;
+  if (s->overflow || s->setup_errno != 0 ||
+      s->output_mode == CLI_OUTPUT_DISCARD)
+    return;
+  if (s->output_mode == CLI_OUTPUT_TAIL) {
+    keep_tail(s, k, buf, n);
+    return;
+  }
   if (n > s->max_output - s->out_len) {
     /* Never a truncated result: keep relaying, store nothing. */
     s->overflow = 1;
     free(s->out);
     s->out = NULL;
     s->out_len = 0;
+    k->cap = 0;
     return;
   }
-  if (s->out_len + n > *cap) {
-    size_t want = *cap < 4096 ? 4096 : *cap;
-    while (want < s->out_len + n)
-      want = want > SIZE_MAX / 2 ? SIZE_MAX : want * 2;
-    if (want > s->max_output)
-      want = s->max_output;
-    unsigned char *p = realloc(s->out, want);
-    if (p == NULL) {
-      s->setup_errno = ENOMEM;
-      s->setup_what = "capturing the output";
-      return;
-    }
-    s->out = p;
-    *cap = want;
-  }
+  if (reserve(s, k, s->out_len + n) != 0)
+    return;
   memcpy(s->out + s->out_len, buf, n);
   s->out_len += n;
 }
 
 /* Reads what the pipe holds now. Returns 1 at end of file, else 0. */
-static int pump(cli_spawn *s, int fd, unsigned char *buf, size_t *cap) {
+static int pump(cli_spawn *s, int fd, unsigned char *buf, struct kept *k) {
   for (;;) {
     ssize_t n = read(fd, buf, CHUNK);
     if (n == 0)
@@ -300,16 +432,17 @@ static int pump(cli_spawn *s, int fd, unsigned char *buf, size_t *cap) {
     if (s->stdout_errno == 0 &&
         cli_write_all(STDOUT_FILENO, buf, (size_t)n) != 0)
       s->stdout_errno = errno;
-    capture(s, cap, buf, (size_t)n);
+    capture(s, k, buf, (size_t)n);
   }
 }
 
-/* Asks the command to stop: SIGTERM now, SIGKILL once the grace is over. */
-static void stop_group(pid_t pgid, int64_t *kill_at) {
+/* Asks the command to stop: the stop signal now, SIGKILL once the grace
+ * is over. */
+static void stop_group(const cli_spawn *s, pid_t pgid, int64_t *kill_at) {
   if (*kill_at >= 0)
     return;
-  kill(-pgid, SIGTERM);
-  *kill_at = now_ms() + GRACE_MS;
+  kill(-pgid, s->stop_signal > 0 ? s->stop_signal : SIGTERM);
+  *kill_at = now_ms() + (s->kill_after_ms > 0 ? s->kill_after_ms : GRACE_MS);
 }
 
 static void read_wake(cli_spawn *s, pid_t pgid) {
@@ -338,7 +471,7 @@ static int exited(pid_t pid) {
 
 static void loop(cli_spawn *s, pid_t pid, int out_rd) {
   unsigned char *buf = malloc(CHUNK);
-  size_t cap = 0;
+  struct kept k = {0, 0};
   int out_open = 1;
   int64_t deadline = s->timeout_ms > 0 ? now_ms() + s->timeout_ms : -1;
   int64_t kill_at = -1;
@@ -351,13 +484,13 @@ static void loop(cli_spawn *s, pid_t pid, int out_rd) {
     if (exited(pid))
       break;
     if (s->setup_errno != 0 && kill_at < 0)
-      stop_group(pid, &kill_at); /* idem cannot go on: neither may it */
+      stop_group(s, pid, &kill_at); /* idem cannot go on: neither may it */
 
     int64_t now = now_ms();
     if (deadline >= 0 && now >= deadline) {
       s->timed_out = 1;
       deadline = -1;
-      stop_group(pid, &kill_at);
+      stop_group(s, pid, &kill_at);
     }
     if (kill_at >= 0 && now >= kill_at) {
       kill(-pid, SIGKILL);
@@ -383,14 +516,14 @@ static void loop(cli_spawn *s, pid_t pid, int out_rd) {
     }
     if (pf[0].revents != 0)
       read_wake(s, pid);
-    if (npf == 2 && pf[1].revents != 0 && pump(s, out_rd, buf, &cap)) {
+    if (npf == 2 && pf[1].revents != 0 && pump(s, out_rd, buf, &k)) {
       out_open = 0;
     }
     if (!s->lease_lost && s->lease != NULL && idem_lease_lost(s->lease)) {
       /* Its result would be refused; stop it rather than let it work on
        * beside the new owner. */
       s->lease_lost = 1;
-      stop_group(pid, &kill_at);
+      stop_group(s, pid, &kill_at);
     }
   }
 
@@ -411,8 +544,10 @@ static void loop(cli_spawn *s, pid_t pid, int out_rd) {
    * much and no more, in case something it started in the background
    * still holds the pipe open. */
   if (out_open && buf != NULL)
-    pump(s, out_rd, buf, &cap);
+    pump(s, out_rd, buf, &k);
   free(buf);
+  if (s->output_mode == CLI_OUTPUT_TAIL)
+    unring(s, &k);
 }
 
 int cli_spawn_run(cli_spawn *s) {
@@ -424,6 +559,7 @@ int cli_spawn_run(cli_spawn *s) {
 
   s->out = NULL;
   s->out_len = 0;
+  s->out_total = 0;
   s->overflow = s->started = s->timed_out = s->lease_lost = s->signal = 0;
   s->exec_errno = s->setup_errno = s->stdout_errno = s->wstatus = 0;
   s->setup_what = NULL;

@@ -53,18 +53,43 @@ int cli_getopt_error(int c, char **argv);
 /* Strict decimal parsers: the whole string, digits only, in range.
  * Return 0 on success, -1 on any malformed or out-of-range input. */
 int cli_parse_u64(const char *s, uint64_t max, uint64_t *out);
-/* Seconds with up to three decimals ("1", "0.5", "2.250"), as ms. */
-int cli_parse_seconds(const char *s, int64_t *out_ms);
+/* A duration, as ms: a number with up to three decimals and an optional
+ * unit, ms, s, m, h or d ("30", "0.5", "500ms", "1.5h", "7d"); without a
+ * unit, seconds. ms take no decimals. 0 is accepted (callers refuse it
+ * where it means nothing); more than CLI_MAX_DURATION_MS is not. Returns
+ * 0, or -1 with the reason, such as "more than 3 decimals", written into
+ * why (why_len bytes, CLI_WHY_MAX is enough; why may be NULL). */
+int cli_parse_duration(const char *s, int64_t *out_ms, char *why,
+                       size_t why_len);
+#define CLI_WHY_MAX 96
+/* Reports a refused option value as "OPT VALUE: WHY" (VALUE escaped as
+ * keys are) with the usage hint; returns CLI_EXIT_USAGE. */
+int cli_option_error(const char *opt, const char *value, const char *why);
 
 /* The database path: the option if given, else $IDEM_DB if set and not
- * empty, else "idem.db" in the current directory. */
+ * empty, else cli_db_default(). */
 const char *cli_db_path(const char *opt);
+/* The default database: CLI_ROOT_DB_DIR/idem.db for root (effective uid
+ * 0), else $XDG_STATE_HOME/idem/idem.db, or ~/.local/state/idem/idem.db
+ * when XDG_STATE_HOME is unset or not absolute. A static buffer; "" when
+ * there is no home directory (cli_open() then says so). */
+const char *cli_db_default(void);
+#define CLI_ROOT_DB_DIR "/var/lib/idem"
+/* Whether `path` is the pointer cli_db_default() returned, i.e. no path
+ * was given. */
+int cli_db_is_default(const char *path);
 
-/* Opens the database, reporting a failure on stderr. Returns 0, or the
- * exit status to return. */
+/* Opens the database, reporting a failure on stderr. The default database
+ * (cli_db_is_default()) has its directory created first when opts may
+ * create the file (neither IDEM_OPEN_READONLY nor IDEM_OPEN_NOCREATE); a
+ * path that was given is never helped along. Returns 0, or the exit status
+ * to return. */
 int cli_open(idem_db **out, const char *path, const idem_options *opts);
 /* Reports a failed library call on the database at `path` (db may be
- * NULL) and returns the exit status that goes with the code. */
+ * NULL) as "WHAT 'PATH': CAUSE: WHAT TO DO", and returns the exit status
+ * that goes with the code. Missing directories, permissions and WAL
+ * readers that cannot write the -shm file are told apart by looking at the
+ * files, for a reader or a writer as the last cli_open() was. */
 int cli_db_error(idem_db *db, const char *path, int code, const char *what);
 /* The exit status for a negative IDEM_E* code. */
 int cli_exit_for(int code);
@@ -132,6 +157,28 @@ void cli_record_json(FILE *f, const idem_record *rec, int with_output,
 /* A record as one line, for `idem list`. */
 void cli_record_line(FILE *f, const idem_record *rec);
 
+/* How a key's last run ended, for `idem list`: its last attempt (set by
+ * the caller, NULL when it has none) and what cli_last_run_of() makes of
+ * it: the outcome's name, and the exit status that run ended with when
+ * that is known (completed: 0; failed: its replayed status; released: as
+ * its reason says, "exit status N", "killed by signal N", "timed out"). */
+typedef struct cli_last_run {
+  const idem_attempt *last;
+  const char *outcome; /* NULL without an attempt */
+  int has_status;
+  int status;
+} cli_last_run;
+void cli_last_run_of(const idem_record *rec, cli_last_run *run);
+/* The record's JSON object (without output) with "last_outcome",
+ * "last_message" and "exit_status" added; cli_record_json() adds them too
+ * when given the history. */
+void cli_record_json_last(FILE *f, const idem_record *rec,
+                          const cli_last_run *run);
+/* cli_record_line() with the last outcome and exit status ("-" when not
+ * known) before the key. */
+void cli_record_line_long(FILE *f, const idem_record *rec,
+                          const cli_last_run *run);
+
 /* --- fingerprint.c ----------------------------------------------------- */
 
 /* The default fingerprint of a command line: its arguments joined with NUL
@@ -146,6 +193,14 @@ int cli_fingerprint(char *const *argv, unsigned char **out, size_t *len);
  * of memory. */
 char **cli_env_build(const char *key, uint32_t attempt, uint64_t fence);
 void cli_env_free(char **envp);
+
+/* The storage caps (idem_options.max_rows and max_bytes): the values of
+ * --max-rows and --max-bytes when given (not NULL), else of IDEM_MAX_ROWS
+ * and IDEM_MAX_BYTES when set and not empty, else 0 (no cap). Numbers are
+ * plain decimal. Returns 0, or CLI_EXIT_USAGE after saying which value is
+ * wrong. */
+int cli_storage_caps(const char *max_rows, const char *max_bytes,
+                     uint64_t *rows_out, uint64_t *bytes_out);
 
 /* --- child.c ----------------------------------------------------------- */
 
@@ -163,23 +218,40 @@ void cli_wake_close(cli_wake *w);
  * cli_wake. */
 void cli_on_lost(void *ctx, idem_lease *lease);
 
+/* What of the command's stdout is kept to be recorded (--output). */
+#define CLI_OUTPUT_STORE 0   /* all of it, or nothing past max_output */
+#define CLI_OUTPUT_DISCARD 1 /* none: only the exit status is recorded */
+#define CLI_OUTPUT_TAIL 2    /* its last max_output bytes */
+
+/* Parses a signal given as a name, with or without "SIG", in any case
+ * ("TERM", "SIGKILL", "int"), or as a number. Returns 0, or -1 with the
+ * reason written into why (as cli_parse_duration()). */
+int cli_parse_signal(const char *s, int *sig, char *why, size_t why_len);
+
 typedef struct cli_spawn {
   /* What to run. */
   char **argv;        /* the command, argv[0] looked up in $PATH */
   char **envp;        /* its whole environment */
-  size_t max_output;  /* bytes of stdout to capture at most */
+  size_t max_output;  /* bytes of stdout to keep at most */
+  int output_mode;    /* CLI_OUTPUT_* */
   int64_t timeout_ms; /* 0 = none */
+  /* How the command is stopped when idem decides it must (timeout, lost
+   * lease): stop_signal (0: SIGTERM), then SIGKILL after kill_after_ms
+   * (0: 2 s). */
+  int stop_signal;
+  int64_t kill_after_ms;
   const idem_lease *lease;
   cli_wake *wake;
 
   /* What happened. */
-  unsigned char *out; /* captured stdout, malloc'ed (may be NULL) */
+  unsigned char *out; /* kept stdout, malloc'ed (may be NULL) */
   size_t out_len;
-  int overflow;    /* stdout went past max_output */
-  int wstatus;     /* as from waitpid(), when started */
-  int started;     /* the command was executed */
-  int exec_errno;  /* why it could not be, when not started */
-  int setup_errno; /* idem failed before or instead of exec */
+  uint64_t out_total; /* bytes the command wrote to stdout in all */
+  int overflow;       /* CLI_OUTPUT_STORE: stdout went past max_output */
+  int wstatus;        /* as from waitpid(), when started */
+  int started;        /* the command was executed */
+  int exec_errno;     /* why it could not be, when not started */
+  int setup_errno;    /* idem failed before or instead of exec */
   const char *setup_what;
   int stdout_errno; /* writing to idem's stdout failed */
   int timed_out;
@@ -201,6 +273,11 @@ void cli_spawn_reraise(int sig);
 /* --- run.c, admin.c ---------------------------------------------------- */
 
 int cli_cmd_run(int argc, char **argv);
+/* Prints the usage of `idem run`, with all its options, on f. */
+void cli_run_usage(FILE *f);
+/* Prints the usage of the admin subcommand `cmd` (get, list, reset, gc,
+ * stats) on f; -1 if it is not one. */
+int cli_admin_usage(FILE *f, const char *cmd);
 int cli_cmd_get(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_reset(int argc, char **argv);

@@ -1,6 +1,7 @@
 /*
  * env.c - the environment of the job's command: idem's own plus IDEM_KEY,
- * IDEM_ATTEMPT and IDEM_FENCE.
+ * IDEM_ATTEMPT and IDEM_FENCE; and what idem itself reads from its own
+ * environment besides IDEM_DB: the storage caps.
  *
  * It is built as a fresh array before fork() and handed to execve(),
  * because the library runs a heartbeat thread: between fork() and exec
@@ -74,4 +75,35 @@ void cli_env_free(char **envp) {
   for (char **e = envp; *e != NULL; e++)
     free(*e);
   free(envp);
+}
+
+/* --- Storage caps -------------------------------------------------------
+ * Read here with the rest of what idem takes from its environment, so
+ * that every subcommand that opens a database for writing bounds it the
+ * same way. */
+
+static int one_cap(const char *opt, const char *env, const char *given,
+                   uint64_t *out) {
+  const char *v = given;
+  const char *name = opt;
+  if (v == NULL) {
+    v = getenv(env);
+    name = env;
+    if (v == NULL || v[0] == '\0') {
+      *out = 0;
+      return 0;
+    }
+  }
+  /* INT64_MAX: SQLite's integers are signed, and no table gets near. */
+  if (cli_parse_u64(v, INT64_MAX, out) != 0)
+    return cli_option_error(name, v, "expected a whole number (0 = no limit)");
+  return 0;
+}
+
+int cli_storage_caps(const char *max_rows, const char *max_bytes,
+                     uint64_t *rows_out, uint64_t *bytes_out) {
+  int ex = one_cap("--max-rows", "IDEM_MAX_ROWS", max_rows, rows_out);
+  if (ex == 0)
+    ex = one_cap("--max-bytes", "IDEM_MAX_BYTES", max_bytes, bytes_out);
+  return ex;
 }

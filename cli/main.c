@@ -14,39 +14,27 @@ void cli_usage(FILE *f) {
   fputs(
       "Usage: idem run [OPTIONS] KEY [--] COMMAND [ARG...]\n"
       "       idem get [-d PATH] [--json | --output] KEY\n"
-      "       idem list [-d PATH] [--state STATE] [--limit N] [--json]\n"
+      "       idem list [-d PATH] [--state STATE] [--prefix P] [--limit N]\n"
+      "                 [--long | --json | --json-lines]\n"
       "       idem reset [-d PATH] KEY | --all-poisoned\n"
-      "       idem gc [-d PATH]\n"
-      "       idem stats [-d PATH] [--json]\n"
-      "       idem --help | --version\n"
+      "       idem gc [-d PATH] [--older-than DURATION] [--max-rows N]\n"
+      "               [--max-bytes N]\n"
+      "       idem stats [-d PATH] [--json | --format=FORMAT]\n"
+      "       idem help [COMMAND] | --help | --version\n"
       "\n"
       "Run COMMAND at most once per KEY on this host and replay its\n"
       "standard output to later callers.\n"
       "\n"
-      "Options of run:\n"
-      "  -d, --db PATH            database (default $IDEM_DB, else "
-      "./idem.db)\n"
-      "  -t, --ttl SECONDS        lease lifetime, renewed while COMMAND runs\n"
-      "                           (default 60)\n"
-      "  -a, --max-attempts N     runs of a key before it is poisoned\n"
-      "                           (default 5, 0 = no limit)\n"
-      "  -w, --wait[=SECONDS]     if KEY is busy, wait for it (no value: no\n"
-      "                           limit); give the value as -wS or "
-      "--wait=S\n"
-      "  -E, --conflict-exit-code N\n"
-      "                           exit status when KEY is busy (default 75)\n"
-      "  -f, --fingerprint STRING what the request is (default: the command\n"
-      "                           line); another one for KEY is refused\n"
-      "      --no-fingerprint     record no fingerprint\n"
-      "  -n, --name NAME          task name to record\n"
-      "      --cache-failure      record a failed COMMAND too and replay its\n"
-      "                           status\n"
-      "      --max-output BYTES   largest output recorded (default 1048576)\n"
-      "      --timeout SECONDS    kill COMMAND after that long\n"
-      "      --retention SECONDS  how long a result is replayed (default\n"
-      "                           86400, 0 = forever)\n"
-      "  -q, --quiet              no message for busy, poisoned, mismatched\n"
-      "                           or lost keys\n"
+      "  run    run COMMAND for KEY, or replay its recorded output\n"
+      "  get    show a key's record and the history of its attempts\n"
+      "  list   list the keys, with their state and last outcome\n"
+      "  reset  forget a key, or every poisoned one\n"
+      "  gc     delete expired results and stale keys, within limits\n"
+      "  stats  count the keys, as text, JSON or for Prometheus\n"
+      "\n"
+      "'idem COMMAND --help' (or 'idem help COMMAND') shows the options of\n"
+      "COMMAND. Without -d PATH or $IDEM_DB, the database is\n"
+      "~/.local/state/idem/idem.db, or /var/lib/idem/idem.db for root.\n"
       "\n"
       "Exit status of run: COMMAND's own status, or a replayed one; 64 usage,\n"
       "65 fingerprint mismatch, 69 poisoned, 74 database error, 75 busy or\n"
@@ -65,13 +53,17 @@ int cli_version(void) {
   return CLI_EXIT_OK;
 }
 
-static int help(void) {
-  cli_usage(stdout);
+static int flush_help(void) {
   if (fflush(stdout) != 0 || ferror(stdout)) {
     cli_error("write error on standard output");
     return CLI_EXIT_INTERNAL;
   }
   return CLI_EXIT_OK;
+}
+
+static int help(void) {
+  cli_usage(stdout);
+  return flush_help();
 }
 
 int main(int argc, char **argv) {
@@ -86,6 +78,15 @@ int main(int argc, char **argv) {
   if (argc < 2)
     return cli_usage_error("missing command");
   const char *cmd = argv[1];
+  /* `idem help get` is `idem get --help`; an unknown name gets it all. */
+  if (strcmp(cmd, "help") == 0 && argc == 3) {
+    if (strcmp(argv[2], "run") == 0) {
+      cli_run_usage(stdout);
+      return flush_help();
+    }
+    if (cli_admin_usage(stdout, argv[2]) == 0)
+      return flush_help();
+  }
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
       strcmp(cmd, "help") == 0)
     return help();

@@ -214,8 +214,91 @@ void cli_record_line(FILE *f, const idem_record *rec) {
   free(key);
 }
 
-void cli_record_json(FILE *f, const idem_record *rec, int with_output,
-                     const cli_history *hist) {
+/* --- The last run ------------------------------------------------------ */
+
+/* The exit status `idem run` ended an attempt with, from the reason it
+ * released the key with (idem(1) documents these words); -1 if the words
+ * do not say. */
+/* The number that is all of msg after `words`, from 0 to max; -1 if msg
+ * is anything else. */
+static int number_after(const char *msg, const char *words, int max) {
+  size_t n = strlen(words);
+  uint64_t v;
+  if (strncmp(msg, words, n) != 0 ||
+      cli_parse_u64(msg + n, (uint64_t)max, &v) != 0)
+    return -1;
+  return (int)v;
+}
+
+static int status_of_reason(const char *msg) {
+  if (msg == NULL)
+    return -1;
+  int n = number_after(msg, "exit status ", 255);
+  if (n >= 0)
+    return n;
+  n = number_after(msg, "killed by signal ", 127);
+  if (n > 0)
+    return 128 + n;
+  if (strncmp(msg, "timed out", 9) == 0)
+    return CLI_EXIT_TIMEOUT;
+  return -1;
+}
+
+/* The status a recorded failure is replayed with (run.c: 1 when the code
+ * cannot be an exit status). */
+static int replayed_status(int code) {
+  return code >= 1 && code <= 255 ? code : 1;
+}
+
+void cli_last_run_of(const idem_record *rec, cli_last_run *run) {
+  run->outcome = NULL;
+  run->has_status = 0;
+  run->status = 0;
+  const idem_attempt *a = run->last;
+  if (a != NULL) {
+    run->outcome = cli_outcome_name(a->outcome);
+    int st = -1;
+    if (a->outcome == IDEM_OUTCOME_COMPLETED)
+      st = 0;
+    else if (a->outcome == IDEM_OUTCOME_FAILED)
+      st = replayed_status(a->code);
+    else if (a->outcome == IDEM_OUTCOME_RELEASED)
+      st = status_of_reason(a->message);
+    run->has_status = st >= 0;
+    run->status = st >= 0 ? st : 0;
+    return;
+  }
+  /* No history to read (the key was reset meanwhile): what the row
+   * itself records. */
+  if (rec->state == IDEM_STATE_COMPLETED) {
+    run->has_status = 1;
+  } else if (rec->state == IDEM_STATE_FAILED) {
+    run->has_status = 1;
+    run->status = replayed_status(rec->code);
+  }
+}
+
+static void last_run_json(FILE *f, const cli_last_run *run) {
+  if (run->outcome != NULL)
+    fprintf(f, ",\"last_outcome\":\"%s\"", run->outcome);
+  else
+    fputs(",\"last_outcome\":null", f);
+  const char *msg = run->last != NULL ? run->last->message : NULL;
+  if (msg != NULL) {
+    fputc(',', f);
+    cli_json_bytes(f, "last_message", msg, strlen(msg));
+  } else {
+    fputs(",\"last_message\":null", f);
+  }
+  if (run->has_status)
+    fprintf(f, ",\"exit_status\":%d", run->status);
+  else
+    fputs(",\"exit_status\":null", f);
+}
+
+/* The fields of a record's JSON object, without its closing brace. */
+static void record_json_fields(FILE *f, const idem_record *rec,
+                               int with_output) {
   fputc('{', f);
   cli_json_bytes(f, "key", rec->key, rec->key_len);
   fprintf(f, ",\"state\":\"%s\"", cli_state_name(rec->state));
@@ -244,7 +327,41 @@ void cli_record_json(FILE *f, const idem_record *rec, int with_output,
     cli_json_bytes(f, "output", rec->result != NULL ? rec->result : "",
                    rec->result != NULL ? rec->result_len : 0);
   }
-  if (hist != NULL)
+}
+
+void cli_record_json(FILE *f, const idem_record *rec, int with_output,
+                     const cli_history *hist) {
+  record_json_fields(f, rec, with_output);
+  if (hist != NULL) {
+    cli_last_run run = {hist->n > 0 ? &hist->a[hist->n - 1] : NULL, NULL, 0, 0};
+    cli_last_run_of(rec, &run);
+    last_run_json(f, &run);
     history_json(f, hist);
+  }
   fputc('}', f);
+}
+
+void cli_record_json_last(FILE *f, const idem_record *rec,
+                          const cli_last_run *run) {
+  record_json_fields(f, rec, 0);
+  last_run_json(f, run);
+  fputc('}', f);
+}
+
+void cli_record_line_long(FILE *f, const idem_record *rec,
+                          const cli_last_run *run) {
+  char updated[CLI_TIME_MAX], status[16];
+  char *key = malloc(KEY_TEXT_MAX);
+  if (key == NULL)
+    return;
+  cli_format_time(rec->updated_at, updated, sizeof updated);
+  cli_key_display(rec->key, rec->key_len, key, KEY_TEXT_MAX);
+  if (run->has_status)
+    snprintf(status, sizeof status, "%d", run->status);
+  else
+    snprintf(status, sizeof status, "-");
+  fprintf(f, "%s\t%" PRIu32 "\t%s\t%zu\t%s\t%s\t%s\n",
+          cli_state_name(rec->state), rec->attempts, updated, rec->result_len,
+          run->outcome != NULL ? run->outcome : "-", status, key);
+  free(key);
 }

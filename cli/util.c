@@ -11,9 +11,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,36 +73,154 @@ int cli_parse_u64(const char *s, uint64_t max, uint64_t *out) {
   return 0;
 }
 
-int cli_parse_seconds(const char *s, int64_t *out_ms) {
+/* Writes the reason of a refused value, formatted, into why. */
+static void why_set(char *why, size_t why_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void why_set(char *why, size_t why_len, const char *fmt, ...) {
+  if (why == NULL || why_len == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, why_len, fmt, ap);
+  va_end(ap);
+}
+
+/* The units a duration may carry, in ms each. Upper case is not taken: an
+ * "M" could as well mean months. */
+static const struct {
+  const char *name;
+  int64_t ms;
+} units[] = {
+    {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+
+int cli_parse_duration(const char *s, int64_t *out_ms, char *why,
+                       size_t why_len) {
   /* Parsed by hand rather than with strtod() so that "0.1" is exactly
-   * 100 ms and no locale changes the decimal point. */
-  if (s == NULL || *s < '0' || *s > '9')
+   * 100 ms and no locale changes the decimal point. The syntax is checked
+   * whole before the range, so that a typo is named as one even in a
+   * number too large. */
+  if (why != NULL && why_len > 0)
+    why[0] = '\0';
+  if (s == NULL || s[0] == '\0') {
+    why_set(why, why_len, "no value (expected e.g. 30, 500ms, 5m, 2h, 7d)");
     return -1;
+  }
+  if (s[0] == '-') {
+    why_set(why, why_len, "must not be negative");
+    return -1;
+  }
+  if (*s < '0' || *s > '9') {
+    why_set(why, why_len,
+            "not a number (expected e.g. 30, 500ms, 5m, 2h, "
+            "7d)");
+    return -1;
+  }
+  /* Past the limit the whole part only needs to stay past it: saturating
+   * keeps the products below from overflowing. */
   int64_t whole = 0;
   const char *p = s;
   for (; *p >= '0' && *p <= '9'; p++) {
     whole = whole * 10 + (*p - '0');
-    if (whole > CLI_MAX_DURATION_MS / 1000)
-      return -1;
+    if (whole > CLI_MAX_DURATION_MS)
+      whole = CLI_MAX_DURATION_MS + 1;
   }
-  int64_t frac = 0;
+  int64_t frac = 0; /* thousandths */
+  int decimals = -1;
   if (*p == '.') {
     p++;
-    if (*p < '0' || *p > '9')
+    if (*p < '0' || *p > '9') {
+      why_set(why, why_len, "no digit after '.'");
       return -1;
-    int digits = 0;
-    for (; *p >= '0' && *p <= '9'; p++, digits++) {
-      if (digits == 3)
-        return -1; /* idem(1): up to three decimals, never cut off */
-      frac = frac * 10 + (*p - '0');
     }
-    for (; digits < 3; digits++)
+    decimals = 0;
+    for (; *p >= '0' && *p <= '9'; p++, decimals++)
+      if (decimals < 3)
+        frac = frac * 10 + (*p - '0');
+    if (decimals > 3) {
+      /* idem(1): up to three decimals, never cut off */
+      why_set(why, why_len, "more than 3 decimals");
+      return -1;
+    }
+    for (int d = decimals; d < 3; d++)
       frac *= 10;
   }
-  if (*p != '\0' || whole * 1000 + frac > CLI_MAX_DURATION_MS)
+  int64_t unit = 1000; /* a bare number is seconds */
+  if (*p != '\0') {
+    size_t i = 0;
+    for (; i < sizeof units / sizeof units[0]; i++)
+      if (strcmp(p, units[i].name) == 0)
+        break;
+    if (i == sizeof units / sizeof units[0]) {
+      char shown[24];
+      /* The unit as typed, escaped and shortened: it may be any bytes. */
+      cli_key_display(p, strlen(p), shown, sizeof shown);
+      why_set(why, why_len, "unknown unit '%s' (ms, s, m, h, d)", shown);
+      return -1;
+    }
+    unit = units[i].ms;
+  }
+  if (unit == 1 && decimals >= 0) {
+    why_set(why, why_len, "no decimals with ms");
     return -1;
-  *out_ms = whole * 1000 + frac;
+  }
+  /* frac is in thousandths of the unit, a whole number of ms for every
+   * unit from seconds up. */
+  int64_t ms = whole * unit + frac * (unit / 1000);
+  if (ms > CLI_MAX_DURATION_MS) {
+    why_set(why, why_len, "over the limit of 366d");
+    return -1;
+  }
+  *out_ms = ms;
   return 0;
+}
+
+int cli_option_error(const char *opt, const char *value, const char *why) {
+  char shown[64];
+  cli_key_display(value, strlen(value), shown, sizeof shown);
+  return cli_usage_error("%s %s: %s", opt, shown[0] != '\0' ? shown : "''",
+                         why);
+}
+
+/* The default database, kept here so that cli_open() can tell it from a
+ * path that was given (only the default's directory is created), and the
+ * reason when there is none. */
+static char default_db[PATH_MAX];
+static const char *no_default_why;
+
+/* Writes dir + "/idem/idem.db" (or dir + tail) into default_db. */
+static const char *default_in(const char *dir, const char *tail) {
+  int n = snprintf(default_db, sizeof default_db, "%s%s", dir, tail);
+  if (n < 0 || (size_t)n >= sizeof default_db) {
+    no_default_why = "the home directory's path is too long";
+    default_db[0] = '\0';
+  }
+  return default_db;
+}
+
+const char *cli_db_default(void) {
+  /* Never the current directory: under cron that is $HOME, under systemd
+   * "/", and a job would not find its keys again from elsewhere. Root's
+   * database is the system's, where the FHS puts state; a user's is in
+   * the XDG state directory, which only that user can read. */
+  no_default_why = NULL;
+  if (geteuid() == 0)
+    return default_in(CLI_ROOT_DB_DIR, "/idem.db");
+  const char *state = getenv("XDG_STATE_HOME");
+  /* The XDG specification: a relative path is invalid and ignored. */
+  if (state != NULL && state[0] == '/')
+    return default_in(state, "/idem/idem.db");
+  const char *home = getenv("HOME");
+  if (home == NULL || home[0] != '/') {
+    const struct passwd *pw = getpwuid(geteuid());
+    home = pw != NULL ? pw->pw_dir : NULL;
+  }
+  if (home == NULL || home[0] != '/') {
+    no_default_why = "there is no home directory for the default database "
+                     "($HOME is not set)";
+    default_db[0] = '\0';
+    return default_db;
+  }
+  return default_in(home, "/.local/state/idem/idem.db");
 }
 
 const char *cli_db_path(const char *opt) {
@@ -108,7 +229,49 @@ const char *cli_db_path(const char *opt) {
   const char *env = getenv("IDEM_DB");
   if (env != NULL && env[0] != '\0')
     return env;
-  return "idem.db";
+  return cli_db_default();
+}
+
+int cli_db_is_default(const char *path) {
+  return path == default_db;
+}
+
+/* Creates the directory of the default database and the ones above it
+ * that are missing: the user's with mode 0700 (the XDG specification's),
+ * root's with 0755, so that other users may read a database that root's
+ * jobs share with them (SQLite gives its files the database's mode). The
+ * mode of the last one is set whatever the umask. Returns 0 or -1 with
+ * errno set, and the directory that failed in `failed`. */
+static int make_default_dir(const char *db, char *failed, size_t cap) {
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", db);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL || slash == dir)
+    return 0;
+  *slash = '\0';
+  mode_t mode = geteuid() == 0 ? 0755 : 0700;
+  struct stat st;
+  if (stat(dir, &st) == 0)
+    return 0;
+  /* Each missing directory from the top down. */
+  for (char *p = dir + 1;; p++) {
+    if (*p != '/' && *p != '\0')
+      continue;
+    char c = *p;
+    *p = '\0';
+    if (mkdir(dir, mode) != 0 && errno != EEXIST) {
+      snprintf(failed, cap, "%s", dir);
+      return -1;
+    }
+    if (c == '\0')
+      break;
+    *p = c;
+  }
+  if (chmod(dir, mode) != 0) {
+    snprintf(failed, cap, "%s", dir);
+    return -1;
+  }
+  return 0;
 }
 
 int cli_exit_for(int code) {
@@ -137,24 +300,219 @@ int cli_exit_for(int code) {
   }
 }
 
-int cli_db_error(idem_db *db, const char *path, int code, const char *what) {
-  /* The handle's message is the most precise; it usually names the file
-   * already, and the file must be named. */
-  const char *msg = idem_errmsg(db);
-  if (msg == NULL || msg[0] == '\0')
-    cli_error("%s: %s: %s", path, what, idem_errstr(code));
-  else if (strncmp(msg, what, strlen(what)) == 0)
-    cli_error("%s", msg);
-  else if (strstr(msg, path) != NULL)
-    cli_error("%s: %s", what, msg);
+/* The flags of the last cli_open(): whether the failure to explain is a
+ * reader's or a writer's, and whether the database was to be created.
+ * The command opens one database at a time. */
+static unsigned last_open_flags;
+
+/* The directory part of path ("." for none) into dir. */
+static void dir_of(const char *path, char *dir, size_t cap) {
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL)
+    snprintf(dir, cap, ".");
+  else if (slash == path)
+    snprintf(dir, cap, "/");
   else
-    cli_error("%s: %s: %s", path, what, msg);
+    snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* A name for the owner of a file, for advice on whom to run as. */
+static void owner_of(const struct stat *st, char *buf, size_t cap) {
+  const struct passwd *pw = getpwuid(st->st_uid);
+  if (pw != NULL)
+    snprintf(buf, cap, "%s", pw->pw_name);
+  else
+    snprintf(buf, cap, "uid %ld", (long)st->st_uid);
+}
+
+/* Looks at the file system to say why `path` could not be opened, read
+ * or written: the errno text and what to do, in `out`. Returns 0 when it
+ * found nothing to say. The library reports SQLite's words, which are the
+ * same for a missing directory and a denied one. */
+static int diagnose(const char *path, int code, char *out, size_t cap) {
+  if (code != IDEM_ECANTOPEN && code != IDEM_EREADONLY)
+    return 0;
+  /* An SQLite URI names its file in its own syntax. */
+  if (strncmp(path, "file:", 5) == 0)
+    return 0;
+  int reader = (last_open_flags & IDEM_OPEN_READONLY) != 0;
+  int create =
+      (last_open_flags & (IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE)) == 0;
+  const char *again = cli_db_is_default(path)
+                          ? "choose another database with -d or IDEM_DB"
+                          : "choose another database with -d";
+  char dir[PATH_MAX];
+  dir_of(path, dir, sizeof dir);
+  struct stat st, dst;
+  char who[64];
+  if (stat(path, &st) != 0) {
+    int e = errno;
+    if (e == ENOENT && !create && cli_db_is_default(path)) {
+      snprintf(out, cap,
+               "%s: there is no database at the default path yet ('idem "
+               "run' creates it): %s",
+               strerror(e), again);
+      return 1;
+    }
+    if (e != ENOENT) {
+      snprintf(out, cap,
+               "%s: this user cannot reach the file: run as a user who "
+               "can, or %s",
+               strerror(e), again);
+      return 1;
+    }
+    if (stat(dir, &dst) != 0) {
+      int de = errno;
+      if (de == ENOENT || de == ENOTDIR)
+        snprintf(out, cap, "%s: directory '%s' does not exist: create it or %s",
+                 strerror(e), dir, again);
+      else
+        snprintf(out, cap,
+                 "%s: this user cannot reach directory '%s': run as a user "
+                 "who can, or %s",
+                 strerror(de), dir, again);
+      return 1;
+    }
+    if (!create) {
+      snprintf(out, cap,
+               "%s: there is no database there yet ('idem run' creates it): "
+               "check the path",
+               strerror(e));
+      return 1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+      int we = errno;
+      owner_of(&dst, who, sizeof who);
+      snprintf(out, cap,
+               "%s: this user cannot create files in '%s': run as %s, who "
+               "owns it, or %s",
+               strerror(we), dir, who, again);
+      return 1;
+    }
+    return 0;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    snprintf(out, cap, "%s: give the path of a database file",
+             strerror(EISDIR));
+    return 1;
+  }
+  owner_of(&st, who, sizeof who);
+  if (access(path, R_OK) != 0) {
+    snprintf(out, cap,
+             "%s: this user may not read the file: run as %s, who owns it, "
+             "or ask for read access to it",
+             strerror(errno), who);
+    return 1;
+  }
+  if (!reader && access(path, W_OK) != 0) {
+    snprintf(out, cap,
+             "%s: this user may not write the file: run as %s, who owns "
+             "it ('idem get', 'list' and 'stats' only read)",
+             strerror(errno), who);
+    return 1;
+  }
+  /* SQLite keeps "-wal" and "-shm" beside a database in WAL mode, and
+   * even a reader writes the "-shm" index: it must be able to create it
+   * in the directory, or to open an existing one for writing. They exist
+   * only while some process has the database open, so a reader without
+   * write access to the directory works only at those moments. */
+  char shm[PATH_MAX + 8];
+  snprintf(shm, sizeof shm, "%s-shm", path);
+  int dir_ok = access(dir, W_OK | X_OK) == 0;
+  int dir_errno = errno;
+  int shm_ok = access(shm, R_OK | W_OK) == 0;
+  if (!dir_ok && !shm_ok) {
+    snprintf(out, cap,
+             "%s: %s this user cannot create '%s' in '%s', nor write it: "
+             "run as %s, who owns the database (e.g. sudo -u %s), or give "
+             "this user write access to that directory and the database "
+             "(a shared group, with g+w on both)",
+             strerror(dir_errno),
+             reader ? "even reading a database in WAL mode writes its -shm "
+                      "file, and"
+                    : "a database in WAL mode needs its -wal and -shm files, "
+                      "and",
+             shm, dir, who, who);
+    return 1;
+  }
+  return 0;
+}
+
+/* The handle's message without what the operator already has or cannot
+ * use: the path at its front (the message is printed after it) and a
+ * parenthesis naming a C flag (the command has options, not flags). */
+static void library_words(const char *msg, const char *path, char *out,
+                          size_t cap) {
+  const char *at = strstr(msg, path);
+  if (at != NULL && at[strlen(path)] == ':' && at[strlen(path) + 1] == ' ')
+    msg = at + strlen(path) + 2;
+  snprintf(out, cap, "%s", msg);
+  char *flag = strstr(out, " (IDEM_");
+  if (flag != NULL) {
+    char *end = strchr(flag, ')');
+    memmove(flag, end != NULL ? end + 1 : flag + strlen(flag),
+            strlen(end != NULL ? end + 1 : flag + strlen(flag)) + 1);
+  }
+}
+
+/* What an operator can do about the errors whose cause the message says
+ * but not the cure. */
+static const char *advice_for(int code) {
+  switch (code) {
+  case IDEM_ENOTDB:
+  case IDEM_EFOREIGN:
+    return "choose the right file with -d";
+  case IDEM_EFULL:
+    return "free some space, or remove old results with 'idem gc'";
+  case IDEM_EBUSY:
+    return "another process held the write lock for too long; try again";
+  case IDEM_ECORRUPT:
+    return "restore it from a backup, or move it aside to start afresh";
+  default:
+    return NULL;
+  }
+}
+
+int cli_db_error(idem_db *db, const char *path, int code, const char *what) {
+  char why[2 * PATH_MAX + 512];
+  const char *msg = idem_errmsg(db);
+  if (path[0] == '\0') {
+    cli_error("%s: no database given, and %s: give one with -d or IDEM_DB",
+              what,
+              no_default_why != NULL ? no_default_why : "no default path");
+    return cli_exit_for(code);
+  }
+  if (!diagnose(path, code, why, sizeof why)) {
+    if (msg == NULL || msg[0] == '\0')
+      snprintf(why, sizeof why, "%s", idem_errstr(code));
+    else
+      library_words(msg, path, why, sizeof why);
+    const char *advice = advice_for(code);
+    if (advice != NULL) {
+      size_t n = strlen(why);
+      snprintf(why + n, sizeof why - n, ": %s", advice);
+    }
+  }
+  cli_error("%s '%s': %s", what, path, why);
   return cli_exit_for(code);
 }
 
 int cli_open(idem_db **out, const char *path, const idem_options *opts) {
   idem_db *db = NULL;
   *out = NULL;
+  last_open_flags = opts != NULL ? opts->flags : 0;
+  if (path[0] == '\0')
+    return cli_db_error(NULL, path, IDEM_ECANTOPEN, "cannot open database");
+  int create =
+      (last_open_flags & (IDEM_OPEN_READONLY | IDEM_OPEN_NOCREATE)) == 0;
+  char failed[PATH_MAX];
+  if (create && cli_db_is_default(path) &&
+      make_default_dir(path, failed, sizeof failed) != 0) {
+    cli_error("cannot create directory '%s' for the database '%s': %s: "
+              "choose another database with -d or IDEM_DB",
+              failed, path, strerror(errno));
+    return CLI_EXIT_STORAGE;
+  }
   int rc = idem_open(&db, path, opts);
   if (rc == IDEM_OK && db != NULL) {
     *out = db;

@@ -731,6 +731,27 @@ IDEM_EXPORT int idem_reset_state(idem_db *db, int state, uint64_t *count_out);
  * IDEM_EREADONLY or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out);
 
+/* Deletes the rows that idem_purge() never touches once nothing has
+ * happened to them for `older_than_ms` (0 to IDEM_MAX_DURATION_MS; 0 =
+ * any age): pending rows whose lease is not live, left by holders that
+ * crashed or were released and never claimed again, and poisoned rows.
+ * Their age is the wall time since the row last changed state (claimed,
+ * released, poisoned); a heartbeat does not make a row younger. A
+ * pending row whose lease is live, as idem_begin() would judge it at that
+ * moment (the deadline ahead, the same boot, the holder not known to be
+ * dead; see LIVENESS), is never deleted, however old. `state` is
+ * IDEM_STATE_PENDING or IDEM_STATE_POISONED for only those rows, or -1
+ * for both. Deleted keys start again at attempt 1, with their fences kept
+ * monotonic as by idem_reset(); a holder of an expired lease on one gets
+ * IDEM_ELEASELOST. Works in transactions of at most 1000 rows, each
+ * judging its rows' leases after taking the write lock, then gives free
+ * pages back and checkpoints the WAL as idem_purge() does. *count_out
+ * (may be NULL) gets the number of rows deleted, also when a later batch
+ * fails. Returns IDEM_OK, IDEM_EINVAL, IDEM_EREADONLY, IDEM_ENOMEM or a
+ * storage error. Thread-safe. */
+IDEM_EXPORT int idem_purge_stale(idem_db *db, int state, int64_t older_than_ms,
+                                 uint64_t *count_out);
+
 typedef struct idem_stats {
   unsigned version; /* IDEM_STATS_VERSION */
   uint64_t rows[5]; /* rows per IDEM_STATE_* (ABSENT stays 0) */

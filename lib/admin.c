@@ -7,7 +7,9 @@
  * above every one it had. Purge works in small transactions so that it
  * never holds the write lock for long, and it only ever selects completed
  * and failed rows past retention: a pending row, leased or not, and a
- * poisoned row are never its to delete.
+ * poisoned row are never its to delete. Those go only when asked for by
+ * age (idem_purge_stale), and a pending row then only if a begin would
+ * take its lease, judged by the begin's own rule in the same transaction.
  */
 #include "machine.h"
 #include "schema.h"
@@ -422,6 +424,120 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
   }
   if (count_out)
     *count_out = total + evicted;
+  return code;
+}
+
+/* Keys of one batch of stale rows, copied out of the scan that found
+ * them: the rows are deleted once the scan's statement is done. */
+typedef struct stale {
+  idem__time now;
+  void **keys;
+  size_t *lens;
+  unsigned n;
+  bool nomem;
+} stale;
+
+static int pick_stale(void *ctx, const void *key, size_t key_len,
+                      const idem__row *row) {
+  stale *s = ctx;
+  /* The very rule a begin uses: a lease it would not take, this does not
+   * delete, however old the row. */
+  if (idem__lease_live(row, &s->now))
+    return 0;
+  if (!(s->keys[s->n] = dup_bytes(key, key_len))) {
+    s->nomem = true;
+    return 1;
+  }
+  s->lens[s->n++] = key_len;
+  return 0;
+}
+
+/* One transaction: up to `batch` stale rows read after the cursor, and
+ * those whose lease is not live deleted, each raising the fence floor. */
+static int stale_batch(idem_db *db, int state, int64_t before, unsigned batch,
+                       idem__cursor *cur, uint64_t *count) {
+  stale s = {.n = 0};
+  s.keys = calloc(batch, sizeof *s.keys);
+  s.lens = calloc(batch, sizeof *s.lens);
+  int rc = 0;
+  if (!s.keys || !s.lens)
+    s.nomem = true;
+  else
+    rc = idem__tx_write(db->store);
+  if (rc == 0 && !s.nomem) {
+    /* Read once the write lock is held, as a begin reads it: no claim can
+     * come between this judgement and the deletion. */
+    idem__time_of(db, &s.now);
+    rc = idem__rows_stale(db->store, state, before, batch, cur, pick_stale, &s);
+  }
+  for (unsigned i = 0; rc == 0 && !s.nomem && i < s.n; i++) {
+    int changed;
+    rc = idem__row_delete(db->store, s.keys[i], s.lens[i], &changed);
+  }
+  if (rc == 0 && !s.nomem)
+    rc = idem__tx_commit(db->store);
+  for (unsigned i = 0; i < s.n; i++)
+    free(s.keys[i]);
+  free(s.keys);
+  free(s.lens);
+  if (s.nomem) {
+    idem__tx_rollback(db->store);
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  }
+  if (rc)
+    return fail_storage(db, rc, "purge stale rows");
+  *count = s.n;
+  return IDEM_OK;
+}
+
+int idem_purge_stale(idem_db *db, int state, int64_t older_than_ms,
+                     uint64_t *count_out) {
+  if (count_out)
+    *count_out = 0;
+  if (!db)
+    return IDEM_EINVAL;
+  if (idem__forked(db))
+    return idem__fork_refused(db, "idem_purge_stale");
+  idem__lock(db);
+  int code = IDEM_OK;
+  if (state != -1 && state != IDEM_STATE_PENDING &&
+      state != IDEM_STATE_POISONED)
+    code = idem__error(db, IDEM_EINVAL,
+                       "idem_purge_stale takes IDEM_STATE_PENDING, "
+                       "IDEM_STATE_POISONED or -1, not %d",
+                       state);
+  else if (older_than_ms < 0 || older_than_ms > IDEM_MAX_DURATION_MS)
+    code = idem__error(db, IDEM_EINVAL,
+                       "older_than_ms must be 0 to IDEM_MAX_DURATION_MS");
+  else
+    code = check_writable(db);
+  /* One cut-off for the whole call, so that the rows it selects do not
+   * depend on how long the batches take. */
+  int64_t before = idem__ms_sub(idem__now(db, IDEM_CLOCK_WALL), older_than_ms);
+  idem__unlock(db);
+  uint64_t total = 0;
+  idem__cursor cur = {NULL, 0, false};
+  /* The lock is let go between batches, as by idem_purge(). */
+  while (!code && !cur.done) {
+    idem__lock(db);
+    uint64_t n = 0;
+    code = stale_batch(db, state, before, PURGE_BATCH, &cur, &n);
+    idem__unlock(db);
+    total += n;
+  }
+  free(cur.key);
+  if (total) {
+    idem__log(db, IDEM_LOG_INFO,
+              "%s: deleted %llu stale pending or poisoned row(s)", db->path,
+              (unsigned long long)total);
+    if (!code) {
+      idem__lock(db);
+      idem__store_compact(db->store);
+      idem__unlock(db);
+    }
+  }
+  if (count_out)
+    *count_out = total;
   return code;
 }
 

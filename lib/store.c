@@ -762,6 +762,68 @@ int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
   return SQLITE_OK;
 }
 
+int idem__rows_stale(idem__store *st, int state, int64_t before, unsigned batch,
+                     idem__cursor *cur,
+                     int (*fn)(void *ctx, const void *key, size_t key_len,
+                               const idem__row *row),
+                     void *ctx) {
+  /* Rare, like listing: prepared each time rather than cached. Pending and
+   * poisoned rows have no index of their own either, for the reason purge
+   * gives: every claim would pay for it. */
+  static const char sql[] =
+      "SELECT " ROW_COLUMNS ", key FROM idem_keys WHERE key > ?1 "
+      "AND state IN (1, 4) AND (?2 < 0 OR state = ?2) AND updated_at <= ?3 "
+      "ORDER BY key LIMIT ?4";
+  const void *after = cur->key ? cur->key : "";
+  sqlite3_stmt *s;
+  idem__row_done(st);
+  int rc = sqlite3_prepare_v2(st->conn, sql, -1, &s, NULL);
+  if (rc)
+    return rc;
+  if ((rc = bind_blob(s, 1, after, cur->len)) ||
+      (rc = sqlite3_bind_int(s, 2, state)) ||
+      (rc = sqlite3_bind_int64(s, 3, before)) ||
+      (rc = sqlite3_bind_int64(s, 4, batch))) {
+    sqlite3_finalize(s);
+    return rc;
+  }
+  unsigned n = 0;
+  void *last = NULL;
+  size_t last_len = 0;
+  int stop = 0;
+  while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    idem__row row = {0};
+    read_answer(s, &row);
+    read_rest(s, &row, 0);
+    const void *key = sqlite3_column_blob(s, TAIL_COLUMN);
+    size_t key_len = (size_t)sqlite3_column_bytes(s, TAIL_COLUMN);
+    void *copy = realloc(last, key_len + 1);
+    if (!copy) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    last = copy;
+    if (key_len)
+      memcpy(last, key, key_len);
+    last_len = key_len;
+    n++;
+    stop = fn(ctx, key ? key : "", key_len, &row);
+  }
+  sqlite3_finalize(s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    free(last);
+    return rc;
+  }
+  if (n > 0) {
+    free(cur->key);
+    cur->key = last;
+    cur->len = last_len;
+  }
+  /* A stop asked for by fn is not the end of the table. */
+  cur->done = !stop && n < batch;
+  return SQLITE_OK;
+}
+
 int idem__terminal_totals(idem__store *st, uint64_t *rows, uint64_t *bytes) {
   sqlite3_stmt *s;
   int rc = stmt(st, S_TERMINAL_TOTALS, &s);

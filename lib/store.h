@@ -153,6 +153,17 @@ typedef struct idem__cursor {
 } idem__cursor;
 int idem__rows_purge(idem__store *st, int64_t now, unsigned batch,
                      idem__cursor *cur, uint64_t *count);
+/* Calls fn, inside the caller's transaction, for up to `batch` pending and
+ * poisoned rows (only those of `state`, unless it is -1) last updated at
+ * or before `before` (wall ms), in key order after the cursor, which it
+ * then moves past the last row read; cur->done once the table is through.
+ * fn's row borrows from the store and carries its lease; whether a lease
+ * is live is fn's to judge (machine.h), as SQL cannot ask /proc. */
+int idem__rows_stale(idem__store *st, int state, int64_t before, unsigned batch,
+                     idem__cursor *cur,
+                     int (*fn)(void *ctx, const void *key, size_t key_len,
+                               const idem__row *row),
+                     void *ctx);
 
 /* Calls fn for up to limit rows after `after` in key order, inside the
  * caller's transaction; fn's row borrows from the store. */

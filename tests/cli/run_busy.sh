@@ -27,8 +27,8 @@ idem run -f fp-busy busy echo never
 expect_rc 75 "busy key"
 [ ! -s out ] || fail "busy run printed on stdout"
 ok
-expect_err "key 'busy' is busy: held by [0-9a-f-]{36}, lease ends in [0-9]+\.[0-9]{3} s" \
-  "busy message names owner and time left"
+expect_err "key 'busy' is busy: held by pid $HOLDER \(lease owner [0-9a-f-]{36}\), [0-9]+\.[0-9]{3} s left" \
+  "busy message names holder, owner and time left"
 idem run -E 3 -f fp-busy busy echo never
 expect_rc 3 "-E"
 idem run -E 0 -q -f fp-busy busy echo never
@@ -41,7 +41,7 @@ expect_rc 75 "wait that runs out"
 expect_err "busy after waiting" "wait that runs out"
 
 # --wait without a limit: gets the holder's output when it completes.
-"$IDEM" run -w -f fp-busy busy echo never >waiter.out 2>waiter.err &
+"$IDEM" run --wait -f fp-busy busy echo never >waiter.out 2>waiter.err &
 W=$!
 BG_PIDS="$BG_PIDS $W"
 sleep 0.3

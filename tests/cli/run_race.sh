@@ -49,7 +49,7 @@ while [ "$i" -lt "$N" ]; do
   75)
     busy=$((busy + 1))
     [ ! -s "o.$i" ] || fail "busy caller $i printed something"
-    grep -q 'is busy: held by .*, lease ends in [0-9.]* s' "e.$i" ||
+    grep -q 'is busy: held by .*, [0-9.]* s left' "e.$i" ||
       fail "busy message: $(cat "e.$i")"
     ;;
   *) fail "caller $i exited $(cat "r.$i"): $(cat "e.$i")" ;;

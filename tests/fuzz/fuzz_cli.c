@@ -1,7 +1,8 @@
 /*
  * fuzz_cli.c - the idem command's parsing and formatting of untrusted
- * text: the options of every subcommand, numbers and durations, keys shown
- * to humans, JSON and base64 of arbitrary bytes, fingerprints and times.
+ * text: the options of every subcommand, numbers, durations and signals,
+ * keys shown to humans, JSON and base64 of arbitrary bytes, fingerprints
+ * and times.
  *
  * The first byte picks what is fuzzed; the rest is its input, split at NUL
  * bytes where a command line is wanted. Numbers and durations are checked
@@ -15,10 +16,12 @@
 #include "cli.h"
 #include "fuzz_cli.h"
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -112,15 +115,22 @@ static void fuzz_u64(const uint8_t *p, size_t n) {
   free(s);
 }
 
-/* cli.h and idem(1): seconds "with up to three decimals", as ms, and no
- * more than CLI_MAX_DURATION_MS ("Largest value accepted for a duration
- * option"). */
-static int ref_seconds(const char *s, int64_t *out_ms) {
+/* cli.h and idem(1): a number "with up to three decimals and an optional
+ * unit, ms, s, m, h or d", seconds without one, "ms take no decimals", as
+ * ms, and no more than CLI_MAX_DURATION_MS ("Largest value accepted for a
+ * duration option"). */
+static int ref_duration(const char *s, int64_t *out_ms) {
+  static const struct {
+    const char *name;
+    int64_t ms;
+  } units[] = {{"", 1000},   {"ms", 1},      {"s", 1000},
+               {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   size_t whole_len = strspn(s, "0123456789");
   if (whole_len == 0)
     return -1;
   const char *p = s + whole_len;
   int64_t frac = 0;
+  int has_frac = 0;
   if (*p == '.') {
     size_t fl = strspn(p + 1, "0123456789");
     if (fl == 0 || fl > 3)
@@ -128,8 +138,13 @@ static int ref_seconds(const char *s, int64_t *out_ms) {
     for (size_t i = 0; i < 3; i++)
       frac = frac * 10 + (i < fl ? p[1 + i] - '0' : 0);
     p += 1 + fl;
+    has_frac = 1;
   }
-  if (*p != '\0')
+  int64_t unit = -1;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+    if (strcmp(p, units[i].name) == 0)
+      unit = units[i].ms;
+  if (unit < 0 || (unit == 1 && has_frac))
     return -1;
   while (whole_len > 1 && *s == '0') {
     s++;
@@ -140,22 +155,81 @@ static int ref_seconds(const char *s, int64_t *out_ms) {
   int64_t whole = 0;
   for (size_t i = 0; i < whole_len; i++)
     whole = whole * 10 + (s[i] - '0');
-  int64_t ms = whole * 1000 + frac;
+  int64_t ms;
+  if (__builtin_mul_overflow(whole, unit, &ms) ||
+      __builtin_add_overflow(ms, frac * unit / 1000, &ms))
+    return -1;
   if (ms > CLI_MAX_DURATION_MS)
     return -1;
   *out_ms = ms;
   return 0;
 }
 
-static void fuzz_seconds(const uint8_t *p, size_t n) {
+static void fuzz_duration(const uint8_t *p, size_t n) {
   char *s = text(p, n);
+  char why[CLI_WHY_MAX + 1];
   int64_t got = -7, want = -9;
-  int rc = cli_parse_seconds(s, &got);
-  int ref = ref_seconds(s, &want);
+  why[CLI_WHY_MAX] = 'Z';
+  int rc = cli_parse_duration(s, &got, why, CLI_WHY_MAX);
+  int ref = ref_duration(s, &want);
+  FUZZ_CHECK(why[CLI_WHY_MAX] == 'Z');
   if (rc == 0)
     FUZZ_CHECK(got >= 0 && got <= CLI_MAX_DURATION_MS);
+  else /* a refusal always says why, within the buffer */
+    FUZZ_CHECK(why[0] != '\0' && strnlen(why, CLI_WHY_MAX) < CLI_WHY_MAX);
   FUZZ_CHECK(rc == ref);
   FUZZ_CHECK(rc != 0 || got == want);
+  /* A short buffer, or none, changes nothing but the reason's length. */
+  char small[6];
+  int64_t again = -5;
+  small[5] = 'Z';
+  FUZZ_CHECK(cli_parse_duration(s, &again, small, 5) == rc);
+  FUZZ_CHECK(small[5] == 'Z' && memchr(small, '\0', 5) != NULL);
+  FUZZ_CHECK(rc != 0 || again == got);
+  FUZZ_CHECK(cli_parse_duration(s, &again, NULL, 0) == rc);
+  free(s);
+}
+
+/* cli.h: a signal "as a name, with or without SIG, in any case, or as a
+ * number". The names are the parser's own table; what is checked is that
+ * the spellings of one name agree and numbers are plain and in range. */
+static void fuzz_signal(const uint8_t *p, size_t n) {
+  char *s = text(p, n);
+  char why[CLI_WHY_MAX];
+  int sig = -1;
+  int rc = cli_parse_signal(s, &sig, why, sizeof why);
+  if (rc == 0)
+    FUZZ_CHECK(sig >= 1 && sig <= SIGRTMAX);
+  else
+    FUZZ_CHECK(why[0] != '\0');
+  if (s[0] >= '0' && s[0] <= '9') {
+    uint64_t v = 0;
+    int ok = ref_u64(s, (uint64_t)SIGRTMAX, &v) == 0 && v >= 1;
+    FUZZ_CHECK(ok == (rc == 0));
+    FUZZ_CHECK(!ok || (uint64_t)sig == v);
+  } else if (s[0] != '\0') {
+    /* The same name in the other case, and with "SIG" before it. */
+    size_t len = strlen(s);
+    char *other = malloc(len + 4);
+    FUZZ_CHECK(other != NULL);
+    for (size_t i = 0; i <= len; i++) {
+      char c = s[i];
+      other[i] = (char)(c >= 'a' && c <= 'z'   ? c - 32
+                        : c >= 'A' && c <= 'Z' ? c + 32
+                                               : c);
+    }
+    int sig2 = -2;
+    FUZZ_CHECK(cli_parse_signal(other, &sig2, NULL, 0) == rc);
+    FUZZ_CHECK(rc != 0 || sig2 == sig);
+    if (strncasecmp(s, "sig", 3) != 0) {
+      memcpy(other, "SiG", 3);
+      memcpy(other + 3, s, len + 1);
+      sig2 = -2;
+      FUZZ_CHECK(cli_parse_signal(other, &sig2, NULL, 0) == rc);
+      FUZZ_CHECK(rc != 0 || sig2 == sig);
+    }
+    free(other);
+  }
   free(s);
 }
 
@@ -498,7 +572,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_u64(p, n);
     break;
   case 4:
-    fuzz_seconds(p, n);
+    /* 4, 24, ...: durations; 14, 34, ...: signals. */
+    if ((mode / 10) % 2 == 0)
+      fuzz_duration(p, n);
+    else
+      fuzz_signal(p, n);
     break;
   case 5:
     fuzz_key_display(p, n);

@@ -34,6 +34,11 @@ void fuzz_cli_run_parse(int argc, char **argv) {
   FUZZ_CHECK(o.max_attempts >= -1 && o.max_attempts <= (int64_t)UINT32_MAX);
   FUZZ_CHECK(o.conflict_exit >= 0 && o.conflict_exit <= 255);
   FUZZ_CHECK(o.max_output <= IDEM_MAX_RESULT);
+  FUZZ_CHECK(o.output_mode == CLI_OUTPUT_STORE ||
+             o.output_mode == CLI_OUTPUT_DISCARD ||
+             o.output_mode == CLI_OUTPUT_TAIL);
+  FUZZ_CHECK(o.stop_signal >= 1 && o.stop_signal <= SIGRTMAX);
+  FUZZ_CHECK(o.kill_after_ms >= 1 && o.kill_after_ms <= CLI_MAX_DURATION_MS);
   FUZZ_CHECK(!(o.fingerprint != NULL && o.no_fingerprint));
   FUZZ_CHECK(o.fingerprint == NULL ||
              strlen(o.fingerprint) <= IDEM_MAX_FINGERPRINT);
