@@ -138,9 +138,9 @@ extern "C" {
 
 /* The version, kept here and nowhere else; the build reads it from here. */
 #define IDEM_VERSION_MAJOR 0
-#define IDEM_VERSION_MINOR 1
+#define IDEM_VERSION_MINOR 2
 #define IDEM_VERSION_PATCH 0
-#define IDEM_VERSION_STRING "0.1.0"
+#define IDEM_VERSION_STRING "0.2.0"
 #define IDEM_VERSION_NUMBER                                                    \
   (IDEM_VERSION_MAJOR * 1000000 + IDEM_VERSION_MINOR * 1000 +                  \
    IDEM_VERSION_PATCH)

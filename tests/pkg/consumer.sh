@@ -36,6 +36,11 @@ for f in libidem.a libidem.so "libidem.so.$major" "libidem.so.$version" \
 done
 soname=$(readelf -d "$libdir/libidem.so.$version" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = "libidem.so.$major" ] || fail "SONAME is '$soname', not libidem.so.$major"
+# Only the command may carry a search path: one in the library would be
+# relative to the wrong directory, and would steer its users' lookups.
+if readelf -d "$libdir/libidem.so.$version" | grep -E '\((RUNPATH|RPATH)\)'; then
+  fail "the installed libidem.so.$version has a RUNPATH"
+fi
 # No path of the build tree may leak into what is installed.
 if grep -rlF "$build" "$prefix/include" "$pc" "$libdir/cmake"; then
   fail "installed files name the build tree"
