@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.h - what the floor and the libidem benchmarks share: the clock,
  * latency samples, keys, and the one interface both systems implement so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * common.c - clock, samples, keys and the bulk fill shared by both systems.
  */

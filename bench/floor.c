@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * floor.c - the least any idempotency layer on SQLite must do.
  *

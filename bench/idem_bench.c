@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * idem_bench.c - libidem against the SQLite floor, side by side.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # plot.gp - the benchmark figures, from the .dat files idem_bench writes.
 # usage: gnuplot -e "dat='bench/results'; img='docs/img'" bench/plot.gp
 set terminal pngcairo size 1000,700 noenhanced font ",10"

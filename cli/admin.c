@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * admin.c - the subcommands that look at or tidy the database: get, list,
  * reset, gc and stats.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * child.c - runs the job's command under the lease: fork and exec it,
  * copy its stdout to idem's stdout while keeping what --output asks for,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * env.c - the environment of the job's command: idem's own plus IDEM_KEY,
  * IDEM_ATTEMPT and IDEM_FENCE; and what idem itself reads from its own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fingerprint.c - the default fingerprint of `idem run`: the command line.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c - entry point of the idem command: picks the subcommand and
  * prints the help and version.

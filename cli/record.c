@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * record.c - how `idem get` and `idem list` show a stored row: as lines
  * for people, as one tab-separated line for scripts, or as JSON; and how

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * run.c - `idem run`: claim the key, run the command once, record its
  * output; or replay a recorded output, or say why nothing ran.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * util.c - small helpers every subcommand needs: messages and exit
  * statuses, strict number parsing, opening the database, safe writes.

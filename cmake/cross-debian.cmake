@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Toolchain file for Debian's cross compilers, used by .ci/cross:
 #   cmake -DCMAKE_TOOLCHAIN_FILE=cmake/cross-debian.cmake \
 #         -DIDEM_CROSS_TRIPLE=aarch64-linux-gnu -DIDEM_CROSS_ROOT=DIR ...

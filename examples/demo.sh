@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Quick start: installs what the build needs (on Debian, with apt-get, only
 # what is missing), builds libidem into build/ and runs the demo.
 # Running it again installs nothing and rebuilds only what changed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* minimal.c - do the work for a key once, however often it is asked for.
  * Usage: minimal DATABASE KEY */
 #include <idem.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * run_callback.c - the whole claim/run/complete cycle in one idem_run() call.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs an example as the quick start runs the demo, with TMPDIR a new empty
 # directory: it must succeed, write nothing to stderr and leave that
 # directory as empty as it found it, so that the first command a user runs

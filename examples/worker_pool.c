@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker_pool.c - a pool of worker processes sharing one database.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * idem.h - run a job once per idempotency key on one host, with SQLite.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * admin.c - what operators do: look, list, reset, purge, count.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * db.c - opening and closing a handle, and the checks every call shares.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fence_sql.c - idem_fence_ok(key, fence), fencing inside the
  * application's own SQL.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heartbeat.c - keeping a handle's leases alive, all in one transaction.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * history.c - writing and reading the lines of a key's attempt history
  * (the format is in history.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * machine.c - the rules: which begin claims, which waits, which is refused.
  *

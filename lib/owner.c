@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * owner.c - who holds a lease, and whether that process is still there.
  *

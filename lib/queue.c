@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.c - the writers' queue of queue.h: a ticket lock in a shared file.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.h - writers of every process of a database take turns, first come
  * first served.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * run.c - idem_run(): begin, run the job, and end the lease as it says.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * schema.h - recognising and creating the idem tables (schema.c).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * store.c - all SQL of the state machine, on one SQLite connection.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * faultvfs.c - the "idemfault" VFS shim: injected faults and power loss.
  * See faultvfs.h.

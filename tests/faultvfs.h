@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * faultvfs.h - an SQLite VFS shim ("idemfault") that breaks storage on
  * purpose, shared by the fault and power-loss suites.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_finish.c - what a claim and a finish write, and when they count.
  *

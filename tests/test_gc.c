@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_gc.c - idem_purge_stale(): pending rows nobody holds any more and
  * poisoned rows go once they are old enough; a live lease never does.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_header.c - the public header compiles warning-free on its own.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_heartbeat.c - what a heartbeat round writes and whom it tells.
  *

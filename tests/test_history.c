@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_history.c - idem_history(): every way an attempt can end, and every
  * field of what is reported about it.

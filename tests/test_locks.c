@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_locks.c - another process holding SQLite's locks.
  *

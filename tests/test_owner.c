@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_owner.c - a lease whose holder process is gone.
  *

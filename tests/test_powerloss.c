@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_powerloss.c - power cuts and crashes under the library.
  *

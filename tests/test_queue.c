@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_queue.c - the writers' queue (lib/queue.c) across processes.
  *

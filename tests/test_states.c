@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_states.c - every transition of the key state machine, driven by the
  * fake clock (no test sleeps for a TTL).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_storage.c - storage bounded by caps, for small devices.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_threads.c - many threads on shared handles, and the heartbeat
  * thread.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs the job line of a crontab as cron would, twice, against a temporary
 # database: the first run must make the report, the second must replay it
 # without running make-report again. Run by CTest (example_shell_cron).

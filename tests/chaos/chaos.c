@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos.c - the driver of the chaos scenarios: it starts worker processes
  * (worker.c), breaks them on purpose, and has check_history.py judge what

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chaos.h - what the chaos driver and its worker processes agree on.
  */

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Checks a recorded chaos history against the final database.
 
 Usage: check_history.py [--max-attempts N] HISTORY_DIR DBFILE

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Feeds check_history.py doctored histories and expects it to refuse
 them, so that a passing chaos run means something.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker.c - one process of the chaos scenarios (see chaos.c).
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # get, list, reset, gc and stats, as text.
 . "$(dirname "$0")/lib.sh"
 

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A database that cannot be opened, read or written is reported with its
 # path, the system's words for the cause (errno's text) and what to do,
 # never with a name of the C API (IDEM_OPEN_..., IDEM_E...). A user who

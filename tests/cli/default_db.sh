@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Without -d or IDEM_DB, the database is the user's state directory's
 # (XDG_STATE_HOME, else ~/.local/state) or, for root, /var/lib/idem's:
 # never the current directory. idem run creates its directory (0700, or

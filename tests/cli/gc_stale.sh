@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # idem gc --older-than removes pending keys that no run holds and poisoned
 # keys once unchanged for that long, never a live lease nor a result still
 # within its retention; --max-rows and --max-bytes (or IDEM_MAX_ROWS and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Each subcommand's --help (or -h, or `idem help COMMAND`) prints that
 # subcommand's own usage on stdout and exits 0, touching no database.
 . "$(dirname "$0")/lib.sh"

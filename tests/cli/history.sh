@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # `idem get` shows the key's attempts after its record: one line each as
 # text, the array "history" with --json; valid JSON whatever bytes a
 # message holds.

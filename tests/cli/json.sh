@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # --json output is valid JSON for any key and output bytes; bytes that are
 # not UTF-8 come base64-encoded under a "_base64" name.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A run whose lease is taken over while it is stopped past its TTL: when it
 # resumes, its result is refused (75) and the new owner's result stays.
 . "$(dirname "$0")/lib.sh"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared helpers of the idem command's shell tests; sourced, not run.
 #
 # Each test script is started as `sh TEST.sh PATH-TO-IDEM`. It gets its own

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # idem list --long shows how each key's last attempt ended and the exit
 # status it ended with; --prefix lists only the keys that begin with it;
 # --json-lines writes one JSON record per line. The JSON records of list

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # `idem list` pages through idem_list(): more keys than one page, in key
 # order, none repeated or left out, with --limit and --state across pages.
 # Usage: sh list_paging.sh PATH-TO-IDEM PATH-TO-MKKEYS

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # mandoc's linter on the manual: every message fails the test except those
 # that depend on this machine rather than on the page, namely whether the
 # manuals it refers to (flock(1), ...) are installed and indexed here.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mkkeys.c - fills a database with many keys through the public API, for
  * the shell tests of `idem list`: starting thousands of `idem run` would

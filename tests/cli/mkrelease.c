@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mkrelease.c - claims a key and gives it back with any reason, through
  * the public API, for the shell tests of `idem get`: idem run releases

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # idem run: a first run records stdout, later runs replay it without running
 # the command; the command's environment, arguments, stderr and exec errors.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A busy key: exit 75 or -E's status with who holds it and for how long;
 # --wait replays the winner's output, runs the command itself when the
 # holder gives the key back, or gives up after its time.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Durations of idem run (-t, -w, --wait=, --timeout, --retention,
 # --kill-after) take a unit, ms, s, m, h or d; a bare number is seconds.
 # A refused one says which option, the value and the real reason.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # --cache-failure: a failed run is recorded with its output and status and
 # replayed like a success; the command does not run again.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # `kill -9` of idem while its command runs: the command dies with it, and
 # since idem is known to be dead, the next run on this host claims the key
 # at once as attempt 2, long before the lease's TTL would have run out.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # What idem run says when it does not run the command: a busy key names
 # the process holding it, its lease and the time left; a fingerprint
 # mismatch says how to reset the key, quoting the key for the shell, and

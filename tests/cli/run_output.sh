@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The recorded output: binary bytes replay exactly, --max-output refuses
 # to record more than it allows, and a failed write to stdout is an error.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # --output=store|discard|tail: what is recorded of a command's stdout.
 # store (the default) keeps it all up to --max-output and refuses to
 # record more (125); discard keeps none and replays only the exit status;

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # -a N: after N failed attempts the key is poisoned (69) and the command
 # no longer runs, until `idem reset`.
 . "$(dirname "$0")/lib.sh"

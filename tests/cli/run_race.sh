@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Many `idem run` of one key at once: the command runs exactly once, and
 # every caller that waits prints the winner's output.
 . "$(dirname "$0")/lib.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SIGTERM and SIGHUP to idem reach the command's process group; the run is
 # released, not recorded, and idem dies of the same signal. --timeout
 # stops the command (SIGTERM, then SIGKILL) and exits 124.

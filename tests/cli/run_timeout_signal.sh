@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # How idem stops a command, as timeout(1) does: --signal SIG (a name, with
 # or without SIG, or a number) at --timeout, then SIGKILL --kill-after
 # later (SIGTERM and 2 s by default, as before). A lost lease stops the

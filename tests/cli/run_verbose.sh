@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # -v/--verbose says on stderr whether the command ran now (its attempt and
 # fence) or its recorded output was replayed (from which attempt, recorded
 # when, in UTC ISO 8601); stdout and the exit status stay the same.

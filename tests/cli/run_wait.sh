@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # -w takes a value, as flock -w does: `idem run -w 30 KEY -- CMD` waits up
 # to 30 s for a busy KEY instead of taking 30 for the key. --wait alone
 # still waits with no limit, and --wait=S and -wS as before.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # idem stats --format=prometheus writes the node_exporter textfile format:
 # a HELP and a TYPE line for each gauge, then its samples, labelled with
 # the database. --format=json is --json, which gains the age of the

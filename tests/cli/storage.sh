@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Databases that cannot be used: exit 74 with a message naming the file,
 # the command not run, and a file that is not ours left byte for byte.
 . "$(dirname "$0")/lib.sh"

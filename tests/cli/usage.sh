@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Usage errors exit 64 with a hint and touch nothing; --help and --version
 # exit 0.
 . "$(dirname "$0")/lib.sh"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_api.c - the public API driven by a byte string of steps, checked
  * against a model of the state machine after every step.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_cli.c - the idem command's parsing and formatting of untrusted
  * text: the options of every subcommand, numbers, durations and signals,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_cli.h - what the parts of fuzz_cli share: the command's static
  * option parsers, reached through the files that include run.c and

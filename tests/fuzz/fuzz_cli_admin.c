@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_cli_admin.c - reaches the static option parser the admin
  * subcommands share by including admin.c, with each subcommand's own

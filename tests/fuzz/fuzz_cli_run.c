@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_cli_run.c - reaches the static option parser of `idem run` by
  * including run.c, and checks what a successful parse promises: the values

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * replay.c - runs fuzz inputs through a target without libFuzzer.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Prints the public functions of idem.h, one a line, sorted: every name
 # declared with IDEM_EXPORT, comments left out (they mention functions too).
 # The header is the only list of the API, so the checks derive theirs from

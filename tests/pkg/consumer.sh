@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs the built tree into a temporary prefix, checks what was installed,
 # then builds examples/minimal.c against the installed tree only, as a user
 # would, both ways: with pkg-config (shared, and static through

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The Debian packaging agrees with the header, which defines the version
 # and the API:
 #   - debian/changelog's latest entry has idem.h's version as its upstream

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * files.c - idem_file_suffix() names every file the library keeps beside a
  * database, so that a program removing a database by that list removes it

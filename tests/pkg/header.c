@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * header.c - idem.h on its own, compiled as C11 and as C++ with -Wall
  * -Wextra -pedantic -Werror: the header includes what it needs, and its

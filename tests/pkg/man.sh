@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # libidem(3) stays lint-clean for mandoc and cannot fall behind the header:
 # every public function and every IDEM_E* error code of idem.h must be
 # mentioned in it. Lint messages that depend on this machine rather than on

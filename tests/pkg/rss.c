@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * rss.c - the memory a process needs to hold one handle with N live leases.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The shared library exports exactly the functions of idem.h: nothing less
 # (a user's program would fail to link or load) and nothing more (every
 # extra dynamic symbol is ABI that nobody decided to promise). The static
