@@ -370,6 +370,19 @@ int cli_cmd_get(int argc, char **argv) {
 
 /* --- list --------------------------------------------------------------- */
 
+/* Keeps a copy of the key of the row just seen, the key a listing pages
+ * on from; 0, or -1 out of memory (the old copy is kept). */
+static int keep_key(unsigned char **last, size_t *last_len,
+                    const idem_record *rec) {
+  unsigned char *p = realloc(*last, rec->key_len > 0 ? rec->key_len : 1);
+  if (p == NULL)
+    return -1;
+  memcpy(p, rec->key, rec->key_len);
+  *last = p;
+  *last_len = rec->key_len;
+  return 0;
+}
+
 struct list_ctx {
   idem_db *db;
   int format;
@@ -455,14 +468,10 @@ static int list_row(void *ctx, const idem_record *rec) {
   }
   free(last.message);
   c->rows++;
-  unsigned char *p = realloc(c->last, rec->key_len > 0 ? rec->key_len : 1);
-  if (p == NULL) {
+  if (keep_key(&c->last, &c->last_len, rec) != 0) {
     c->oom = 1;
     return 1;
   }
-  memcpy(p, rec->key, rec->key_len);
-  c->last = p;
-  c->last_len = rec->key_len;
   return 0;
 }
 
@@ -671,14 +680,10 @@ static int oldest_row(void *ctx, const idem_record *rec) {
   if (rec->lease_ms > 0 && rec->updated_at > 0 &&
       (c->claimed_at == 0 || rec->updated_at < c->claimed_at))
     c->claimed_at = rec->updated_at;
-  unsigned char *p = realloc(c->last, rec->key_len > 0 ? rec->key_len : 1);
-  if (p == NULL) {
+  if (keep_key(&c->last, &c->last_len, rec) != 0) {
     c->oom = 1;
     return 1;
   }
-  memcpy(p, rec->key, rec->key_len);
-  c->last = p;
-  c->last_len = rec->key_len;
   return 0;
 }
 

@@ -310,25 +310,71 @@ int idem_reset_state(idem_db *db, int state, uint64_t *count_out) {
   return code;
 }
 
-/* Keys chosen for eviction, copied out of the scan that found them. */
-typedef struct victims {
-  uint64_t rows_over, bytes_over;
+/* Keys chosen for deletion in one transaction, copied out of the scan that
+ * found them: the rows are deleted once the scan's statement is done. */
+typedef struct chosen {
   void **keys;
   size_t *lens;
   unsigned n, cap;
   bool nomem;
+} chosen;
+
+static void chosen_init(chosen *c, unsigned cap) {
+  *c = (chosen){.cap = cap};
+  c->keys = calloc(cap, sizeof *c->keys);
+  c->lens = calloc(cap, sizeof *c->lens);
+  c->nomem = !c->keys || !c->lens;
+}
+
+/* Adds a key; false once there is no room or no memory. */
+static bool choose(chosen *c, const void *key, size_t key_len) {
+  if (c->n == c->cap)
+    return false;
+  if (!(c->keys[c->n] = dup_bytes(key, key_len))) {
+    c->nomem = true;
+    return false;
+  }
+  c->lens[c->n++] = key_len;
+  return true;
+}
+
+/* Deletes the chosen rows (each raising the fence floor) in the write
+ * transaction the caller opened, rc being its result so far, and commits,
+ * or rolls back on any failure. Frees the keys; *count gets the number
+ * deleted. */
+static int delete_chosen(idem_db *db, chosen *c, int rc, const char *what,
+                         uint64_t *count) {
+  for (unsigned i = 0; rc == 0 && !c->nomem && i < c->n; i++) {
+    int changed;
+    rc = idem__row_delete(db->store, c->keys[i], c->lens[i], &changed);
+  }
+  if (rc == 0 && !c->nomem)
+    rc = idem__tx_commit(db->store);
+  for (unsigned i = 0; i < c->n; i++)
+    free(c->keys[i]);
+  free(c->keys);
+  free(c->lens);
+  if (c->nomem) {
+    idem__tx_rollback(db->store);
+    return idem__error(db, IDEM_ENOMEM, "out of memory");
+  }
+  if (rc)
+    return fail_storage(db, rc, what);
+  *count = c->n;
+  return IDEM_OK;
+}
+
+/* Completed and failed rows to evict until the caps hold. */
+typedef struct victims {
+  chosen c;
+  uint64_t rows_over, bytes_over;
 } victims;
 
 static int pick_victim(void *ctx, const void *key, size_t key_len,
                        uint64_t bytes) {
   victims *v = ctx;
-  if ((!v->rows_over && !v->bytes_over) || v->n == v->cap)
+  if ((!v->rows_over && !v->bytes_over) || !choose(&v->c, key, key_len))
     return 1;
-  if (!(v->keys[v->n] = dup_bytes(key, key_len))) {
-    v->nomem = true;
-    return 1;
-  }
-  v->lens[v->n++] = key_len;
   if (v->rows_over)
     v->rows_over--;
   v->bytes_over = v->bytes_over > bytes ? v->bytes_over - bytes : 0;
@@ -337,7 +383,7 @@ static int pick_victim(void *ctx, const void *key, size_t key_len,
 
 /* One transaction of eviction: at most PURGE_BATCH rows. */
 static int evict_batch(idem_db *db, uint64_t *count) {
-  victims v = {.cap = PURGE_BATCH};
+  victims v = {.rows_over = 0};
   uint64_t rows, bytes;
   int rc = idem__tx_write(db->store);
   if (rc == 0)
@@ -349,31 +395,11 @@ static int evict_batch(idem_db *db, uint64_t *count) {
       v.bytes_over = bytes - db->opt.max_bytes;
   }
   if (rc == 0 && (v.rows_over || v.bytes_over)) {
-    v.keys = calloc(v.cap, sizeof *v.keys);
-    v.lens = calloc(v.cap, sizeof *v.lens);
-    if (!v.keys || !v.lens)
-      v.nomem = true;
-    else
+    chosen_init(&v.c, PURGE_BATCH);
+    if (!v.c.nomem)
       rc = idem__rows_evictable(db->store, pick_victim, &v);
   }
-  for (unsigned i = 0; rc == 0 && !v.nomem && i < v.n; i++) {
-    int changed;
-    rc = idem__row_delete(db->store, v.keys[i], v.lens[i], &changed);
-  }
-  if (rc == 0 && !v.nomem)
-    rc = idem__tx_commit(db->store);
-  for (unsigned i = 0; i < v.n; i++)
-    free(v.keys[i]);
-  free(v.keys);
-  free(v.lens);
-  if (v.nomem) {
-    idem__tx_rollback(db->store);
-    return idem__error(db, IDEM_ENOMEM, "out of memory");
-  }
-  if (rc)
-    return fail_storage(db, rc, "evict");
-  *count = v.n;
-  return IDEM_OK;
+  return delete_chosen(db, &v.c, rc, "evict", count);
 }
 
 int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
@@ -428,14 +454,10 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
   return code;
 }
 
-/* Keys of one batch of stale rows, copied out of the scan that found
- * them: the rows are deleted once the scan's statement is done. */
+/* One batch of stale rows, judged at `now`. */
 typedef struct stale {
+  chosen c;
   idem__time now;
-  void **keys;
-  size_t *lens;
-  unsigned n;
-  bool nomem;
 } stale;
 
 static int pick_stale(void *ctx, const void *key, size_t key_len,
@@ -445,50 +467,23 @@ static int pick_stale(void *ctx, const void *key, size_t key_len,
    * delete, however old the row. */
   if (idem__lease_live(row, &s->now))
     return 0;
-  if (!(s->keys[s->n] = dup_bytes(key, key_len))) {
-    s->nomem = true;
-    return 1;
-  }
-  s->lens[s->n++] = key_len;
-  return 0;
+  return choose(&s->c, key, key_len) ? 0 : 1;
 }
 
 /* One transaction: up to `batch` stale rows read after the cursor, and
  * those whose lease is not live deleted, each raising the fence floor. */
 static int stale_batch(idem_db *db, int state, int64_t before, unsigned batch,
                        idem__cursor *cur, uint64_t *count) {
-  stale s = {.n = 0};
-  s.keys = calloc(batch, sizeof *s.keys);
-  s.lens = calloc(batch, sizeof *s.lens);
-  int rc = 0;
-  if (!s.keys || !s.lens)
-    s.nomem = true;
-  else
-    rc = idem__tx_write(db->store);
-  if (rc == 0 && !s.nomem) {
+  stale s;
+  chosen_init(&s.c, batch);
+  int rc = s.c.nomem ? 0 : idem__tx_write(db->store);
+  if (rc == 0 && !s.c.nomem) {
     /* Read once the write lock is held, as a begin reads it: no claim can
      * come between this judgement and the deletion. */
     idem__time_of(db, &s.now);
     rc = idem__rows_stale(db->store, state, before, batch, cur, pick_stale, &s);
   }
-  for (unsigned i = 0; rc == 0 && !s.nomem && i < s.n; i++) {
-    int changed;
-    rc = idem__row_delete(db->store, s.keys[i], s.lens[i], &changed);
-  }
-  if (rc == 0 && !s.nomem)
-    rc = idem__tx_commit(db->store);
-  for (unsigned i = 0; i < s.n; i++)
-    free(s.keys[i]);
-  free(s.keys);
-  free(s.lens);
-  if (s.nomem) {
-    idem__tx_rollback(db->store);
-    return idem__error(db, IDEM_ENOMEM, "out of memory");
-  }
-  if (rc)
-    return fail_storage(db, rc, "purge stale rows");
-  *count = s.n;
-  return IDEM_OK;
+  return delete_chosen(db, &s.c, rc, "purge stale rows", count);
 }
 
 int idem_purge_stale(idem_db *db, int state, int64_t older_than_ms,

@@ -42,17 +42,6 @@ static int64_t stored_deadline(tu_fx *fx, const char *key) {
   return v;
 }
 
-struct lost_seen {
-  atomic_int calls;
-  _Atomic(idem_lease *) lease;
-};
-
-static void on_lost_cb(void *ctx, idem_lease *lease) {
-  struct lost_seen *s = ctx;
-  atomic_store(&s->lease, lease);
-  atomic_fetch_add(&s->calls, 1);
-}
-
 /* A call run on a thread of its own, so that it can wait for the lock. */
 typedef struct call {
   pthread_t th;
@@ -166,13 +155,10 @@ static void test_round_follows_resume(void **state) {
  * would of a takeover, and the completion is refused. */
 static void test_poisoned_under_same_fence_is_lost(void **state) {
   tu_fx *fx = fx_of(state);
-  struct lost_seen seen;
-  atomic_init(&seen.calls, 0);
-  atomic_init(&seen.lease, NULL);
+  tu_lost seen;
   idem_options o = fx->opts;
   o.max_attempts = 1;
-  o.on_lost = on_lost_cb;
-  o.lost_ctx = &seen;
+  tu_lost_watch(&seen, &o);
   idem_db *holder = NULL, *other = NULL;
   assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
   assert_int_equal(tu_open(&other, fx->path, &o), IDEM_OK);
@@ -224,12 +210,9 @@ static int outcome_of_first(void *ctx, const idem_attempt *at) {
  * release, the claim, then the round. */
 static void test_released_while_round_waits(void **state) {
   tu_fx *fx = fx_of(state);
-  struct lost_seen seen;
-  atomic_init(&seen.calls, 0);
-  atomic_init(&seen.lease, NULL);
+  tu_lost seen;
   idem_options o = fx->opts;
-  o.on_lost = on_lost_cb;
-  o.lost_ctx = &seen;
+  tu_lost_watch(&seen, &o);
   idem_db *holder = NULL, *other = NULL;
   assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
   assert_int_equal(tu_open(&other, fx->path, &fx->opts), IDEM_OK);

@@ -267,17 +267,6 @@ static void test_heartbeat_thread_keeps_lease(void **state) {
   assert_int_equal(idem_close(holder), IDEM_OK);
 }
 
-struct lost_seen {
-  atomic_int calls;
-  _Atomic(idem_lease *) lease;
-};
-
-static void on_lost_cb(void *ctx, idem_lease *lease) {
-  struct lost_seen *s = ctx;
-  atomic_store(&s->lease, lease);
-  atomic_fetch_add(&s->calls, 1);
-}
-
 /* When a lease is revoked (here by idem_reset on another handle), the
  * background heartbeat finds out by itself: idem_lease_lost() becomes
  * non-zero for the job polling it from its own thread, on_lost is told
@@ -286,13 +275,10 @@ static void on_lost_cb(void *ctx, idem_lease *lease) {
  * have run, so "once" is checked across rounds that surely happened. */
 static void test_heartbeat_thread_reports_lost(void **state) {
   tu_fx *fx = fx_of(state);
-  struct lost_seen seen;
-  atomic_init(&seen.calls, 0);
-  atomic_init(&seen.lease, NULL);
+  tu_lost seen;
   idem_options o = fx->opts;
   o.heartbeat_ms = 20;
-  o.on_lost = on_lost_cb;
-  o.lost_ctx = &seen;
+  tu_lost_watch(&seen, &o);
   idem_db *holder = NULL, *admin = NULL;
   assert_int_equal(tu_open(&holder, fx->path, &o), IDEM_OK);
   assert_int_equal(tu_open(&admin, fx->path, &fx->opts), IDEM_OK);

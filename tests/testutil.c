@@ -406,3 +406,18 @@ void tu_drop_write_lock(struct sqlite3 *conn) {
   assert_int_equal(sqlite3_exec(conn, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
   assert_int_equal(sqlite3_close(conn), SQLITE_OK);
 }
+
+/* --- on_lost ------------------------------------------------------------- */
+
+static void tu_lost_cb(void *ctx, idem_lease *lease) {
+  tu_lost *seen = ctx;
+  atomic_store(&seen->lease, lease);
+  atomic_fetch_add(&seen->calls, 1);
+}
+
+void tu_lost_watch(tu_lost *seen, idem_options *o) {
+  atomic_init(&seen->calls, 0);
+  atomic_init(&seen->lease, NULL);
+  o->on_lost = tu_lost_cb;
+  o->lost_ctx = seen;
+}

@@ -116,6 +116,16 @@ struct sqlite3 *tu_hold_write_lock(const char *path);
 /* Commits and closes what tu_hold_write_lock() opened. */
 void tu_drop_write_lock(struct sqlite3 *conn);
 
+/* --- on_lost ------------------------------------------------------------
+ * Records what idem_options.on_lost was told, from any thread. */
+typedef struct tu_lost {
+  _Atomic int calls;
+  _Atomic(idem_lease *) lease; /* the last lease told of */
+} tu_lost;
+
+/* Clears the record and points o->on_lost at it. */
+void tu_lost_watch(tu_lost *seen, idem_options *o);
+
 /* --- Fixture ----------------------------------------------------------- */
 typedef struct tu_fx {
   char *dir;  /* temporary directory, removed by the teardown */
