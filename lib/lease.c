@@ -326,18 +326,22 @@ static int begin_read(idem_db *db, const void *key, size_t key_len,
 
 /* One begin, without waiting. Under db->mu. */
 static int begin_write(idem_db *db, const void *key, size_t key_len,
-                       const idem_begin_opts *bo, idem__time *now, bool wait,
-                       idem_lease *l, idem_answer *out, int *sqlite_rc,
-                       bool *poisoned_now) {
+                       const idem_begin_opts *bo, const idem__time *now,
+                       bool wait, idem_lease *l, idem_answer *out,
+                       int *sqlite_rc, bool *poisoned_now) {
   const void *fp = bo ? bo->fingerprint : NULL;
   size_t fp_len = bo ? bo->fingerprint_len : 0;
   idem__row row;
   idem__decision d;
+  /* Two readings of the clock. The rules judge the row by the one taken
+   * before the wait for the lock: a lease that ended during the wait
+   * still counts as held, which can only delay a takeover, never cause
+   * one. What is written counts from the moment the lock is held: a new
+   * deadline from a reading before a long wait could be over already. */
+  idem__time at;
   int rc = wait ? idem__tx_write(db->store) : idem__tx_write_now(db->store);
-  /* The wait for the lock may have outlasted a lease, ours to be included:
-   * a deadline taken from a reading before it could be over already. */
   if (rc == 0) {
-    idem__time_of(db, now);
+    idem__time_of(db, &at);
     rc = idem__row_get(db->store, key, key_len, &row,
                        IDEM__ROW_RESULT | IDEM__ROW_HISTORY);
   }
@@ -363,18 +367,18 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
              db->opt.max_attempts);
     /* The refused attempt is recorded, so an operator sees why. */
     idem__text hist = {0};
-    carry_history(&hist, &row, now);
-    idem__hist_start(&hist, 0, row.attempts + 1, NULL, 0, now->wall);
-    idem__hist_end(&hist, 0, IDEM_OUTCOME_POISONED, now->wall, 0, spent);
+    carry_history(&hist, &row, &at);
+    idem__hist_start(&hist, 0, row.attempts + 1, NULL, 0, at.wall);
+    idem__hist_end(&hist, 0, IDEM_OUTCOME_POISONED, at.wall, 0, spent);
     rc = hist.failed ? SQLITE_NOMEM
-                     : idem__row_poison(db->store, key, key_len, now->wall,
+                     : idem__row_poison(db->store, key, key_len, at.wall,
                                         hist.p, hist.len);
     idem__text_free(&hist);
     answer = answer_from_row(db, &row, &d, out);
     break;
   }
   default:
-    rc = claim(db, key, key_len, bo, &row, &d, now, l, out);
+    rc = claim(db, key, key_len, bo, &row, &d, &at, l, out);
     answer = IDEM_CLAIMED;
     break;
   }
