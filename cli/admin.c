@@ -737,6 +737,9 @@ static void stats_text(const char *path, const idem_stats *s, int64_t oldest) {
            (int)(oldest % 1000));
   else
     fputs("oldest live lease: none\n", stdout);
+  printf("evictions: %" PRIu64 "\n", s->total_evictions);
+  printf("poisonings: %" PRIu64 "\n", s->total_poisonings);
+  printf("takeovers: %" PRIu64 "\n", s->total_takeovers);
 }
 
 static void stats_json(const char *path, const idem_stats *s, int64_t oldest) {
@@ -749,6 +752,9 @@ static void stats_json(const char *path, const idem_stats *s, int64_t oldest) {
          s->rows[IDEM_STATE_PENDING], s->rows[IDEM_STATE_COMPLETED],
          s->rows[IDEM_STATE_FAILED], s->rows[IDEM_STATE_POISONED]);
   printf(",\"leased\":%" PRIu64 ",\"expired\":%" PRIu64, s->leased, s->expired);
+  printf(",\"evictions\":%" PRIu64 ",\"poisonings\":%" PRIu64
+         ",\"takeovers\":%" PRIu64,
+         s->total_evictions, s->total_poisonings, s->total_takeovers);
   if (oldest >= 0)
     printf(",\"oldest_lease_age_ms\":%" PRId64 "}\n", oldest);
   else
@@ -772,10 +778,13 @@ static void prom_label(const char *s) {
   }
 }
 
-/* One gauge: its HELP and TYPE lines, then the sample. `state` adds the
- * label of that name when not NULL. */
+/* One metric's HELP and TYPE lines, before its samples (prom_sample). */
+static void prom_head_of(const char *name, const char *type, const char *help) {
+  printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 static void prom_head(const char *name, const char *help) {
-  printf("# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+  prom_head_of(name, "gauge", help);
 }
 
 static void prom_sample(const char *name, const char *path, const char *state,
@@ -785,6 +794,16 @@ static void prom_sample(const char *name, const char *path, const char *state,
   if (state != NULL)
     printf("\",state=\"%s", state);
   printf("\"} %s\n", value);
+}
+
+/* A counter kept in the database, which only grows: a scraper may take
+ * rates of it across processes and restarts. */
+static void prom_counter(const char *name, const char *path, uint64_t value,
+                         const char *help) {
+  char v[32];
+  prom_head_of(name, "counter", help);
+  snprintf(v, sizeof v, "%" PRIu64, value);
+  prom_sample(name, path, NULL, v);
 }
 
 static void stats_prometheus(const char *path, const idem_stats *s,
@@ -815,6 +834,15 @@ static void stats_prometheus(const char *path, const idem_stats *s,
   prom_head("idem_schema_version", "Schema version of the idem database.");
   snprintf(v, sizeof v, "%d", s->schema_version);
   prom_sample("idem_schema_version", path, NULL, v);
+  prom_counter("idem_evictions_total", path, s->total_evictions,
+               "Completed and failed keys evicted to stay under "
+               "max_rows/max_bytes, since the database was created.");
+  prom_counter("idem_poisonings_total", path, s->total_poisonings,
+               "Keys poisoned after max_attempts claims, since the database "
+               "was created.");
+  prom_counter("idem_takeovers_total", path, s->total_takeovers,
+               "Claims of a key whose lease had expired, or whose holder had "
+               "died, since the database was created.");
 }
 
 int cli_cmd_stats(int argc, char **argv) {

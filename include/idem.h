@@ -772,15 +772,29 @@ typedef struct idem_stats {
   uint64_t mismatches;
   uint64_t storage_errors;
   uint64_t evicted; /* rows idem_purge() evicted to stay under the caps */
+  /* Version 2. Counters kept in the database: events since the database
+   * was created, by all processes, each counted in the transaction of the
+   * event (one rolled back is not counted). A database written before
+   * version 2 counts from its first event under a newer library. */
+  uint64_t total_evictions;  /* rows evicted to stay under the caps */
+  uint64_t total_poisonings; /* keys a begin poisoned (max_attempts) */
+  uint64_t total_takeovers;  /* claims of a key whose lease had ended
+                                without its holder ending it: expired,
+                                holder dead, or another boot */
 } idem_stats;
 
-#define IDEM_STATS_VERSION 1
+#define IDEM_STATS_VERSION 2
 #define IDEM_STATS_INIT                                                        \
-  { IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+  {                                                                            \
+    IDEM_STATS_VERSION, {0, 0, 0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   \
+        0, 0, 0                                                                \
+  }
 
 /* Counts rows per state (in one read snapshot) and reports the handle's
- * counters. `out` must be initialised with IDEM_STATS_INIT. Returns
- * IDEM_OK, IDEM_EINVAL or a storage error. Thread-safe. */
+ * counters and the database's. `out` must be initialised with
+ * IDEM_STATS_INIT; a caller compiled with an older header (version 1) gets
+ * only the fields of its version, and nothing after them is written.
+ * Returns IDEM_OK, IDEM_EINVAL or a storage error. Thread-safe. */
 IDEM_EXPORT int idem_stats_get(idem_db *db, idem_stats *out);
 
 #ifdef __cplusplus

@@ -15,6 +15,7 @@
 #include "machine.h"
 #include "schema.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,6 +400,10 @@ static int evict_batch(idem_db *db, uint64_t *count) {
     if (!v.c.nomem)
       rc = idem__rows_evictable(db->store, pick_victim, &v);
   }
+  /* Counted before the deletions, in their transaction: the count is of
+   * the rows chosen, which delete_chosen() deletes all or none of. */
+  if (rc == 0 && !v.c.nomem && v.c.n)
+    rc = idem__counter_add(db->store, IDEM__COUNT_EVICTIONS, v.c.n);
   return delete_chosen(db, &v.c, rc, "evict", count);
 }
 
@@ -537,40 +542,59 @@ int idem_purge_stale(idem_db *db, int state, int64_t older_than_ms,
   return code;
 }
 
+/* The size of idem_stats at each version: a caller compiled with an older
+ * header has the smaller struct, and nothing past it may be written. */
+static size_t stats_size(unsigned version) {
+  switch (version) {
+  case 1:
+    return offsetof(idem_stats, total_evictions);
+  case 2:
+    return sizeof(idem_stats);
+  default:
+    return 0;
+  }
+}
+
 int idem_stats_get(idem_db *db, idem_stats *out) {
   if (!db)
     return IDEM_EINVAL;
   if (idem__forked(db))
     return idem__fork_refused(db, "idem_stats_get");
+  size_t size = out ? stats_size(out->version) : 0;
   idem__lock(db);
   int code = IDEM_OK;
-  if (!out || out->version != IDEM_STATS_VERSION) {
+  /* Filled whole here, then copied out through the caller's size. */
+  idem_stats all;
+  memset(&all, 0, sizeof all);
+  if (!size) {
     code = idem__error(db, IDEM_EINVAL,
                        "the stats must be initialised with IDEM_STATS_INIT");
   } else {
-    memset(out, 0, sizeof *out);
-    out->version = IDEM_STATS_VERSION;
     int rc = idem__tx_read(db->store);
     if (rc == 0)
       rc = idem__rows_count(db->store, idem__now(db, IDEM_CLOCK_LEASE),
                             idem__now(db, IDEM_CLOCK_WALL),
-                            db->self.has_boot ? db->self.boot : NULL, out);
+                            db->self.has_boot ? db->self.boot : NULL, &all);
     if (rc == 0)
       rc = idem__tx_commit(db->store);
     if (rc)
       code = fail_storage(db, rc, "stats");
-    out->schema_version = idem__schema_version();
+    all.schema_version = idem__schema_version();
   }
   idem__unlock(db);
+  if (!size)
+    return code;
   if (code == IDEM_OK) {
-    out->hits = atomic_load(&db->n_hits);
-    out->claims = atomic_load(&db->n_claims);
-    out->busy = atomic_load(&db->n_busy);
-    out->poisoned = atomic_load(&db->n_poisoned);
-    out->lost = atomic_load(&db->n_lost);
-    out->mismatches = atomic_load(&db->n_mismatches);
-    out->storage_errors = atomic_load(&db->n_storage_errors);
-    out->evicted = atomic_load(&db->n_evicted);
+    all.hits = atomic_load(&db->n_hits);
+    all.claims = atomic_load(&db->n_claims);
+    all.busy = atomic_load(&db->n_busy);
+    all.poisoned = atomic_load(&db->n_poisoned);
+    all.lost = atomic_load(&db->n_lost);
+    all.mismatches = atomic_load(&db->n_mismatches);
+    all.storage_errors = atomic_load(&db->n_storage_errors);
+    all.evicted = atomic_load(&db->n_evicted);
   }
+  all.version = out->version;
+  memcpy(out, &all, size);
   return code;
 }

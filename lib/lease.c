@@ -250,6 +250,12 @@ static int claim(idem_db *db, const void *key, size_t key_len,
   };
   if (rc == 0)
     rc = idem__row_claim(db->store, key, key_len, &c);
+  /* A row that still names an owner was taken from a lease that ended
+   * without its holder ending it (closing_reason()): worth counting, and
+   * rare, so only this claim pays the statement. A new key and a released
+   * one (no owner) cost nothing more. */
+  if (rc == 0 && row->state == IDEM_STATE_PENDING && row->has_owner)
+    rc = idem__counter_add(db->store, IDEM__COUNT_TAKEOVERS, 1);
   idem__text_free(&hist);
   free(fp_copy);
   free(name_copy);
@@ -373,6 +379,8 @@ static int begin_write(idem_db *db, const void *key, size_t key_len,
     rc = hist.failed ? SQLITE_NOMEM
                      : idem__row_poison(db->store, key, key_len, at.wall,
                                         hist.p, hist.len);
+    if (rc == 0)
+      rc = idem__counter_add(db->store, IDEM__COUNT_POISONINGS, 1);
     idem__text_free(&hist);
     answer = answer_from_row(db, &row, &d, out);
     break;

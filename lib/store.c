@@ -54,6 +54,8 @@ enum {
   S_COUNT_STATES,
   S_COUNT_LEASED,
   S_COUNT_EXPIRED,
+  S_COUNTER_ADD,
+  S_COUNTERS,
   S_NSTMT
 };
 
@@ -169,6 +171,15 @@ static const char *const sql_text[S_NSTMT] = {
         "OR length(CAST(lease_boot AS BLOB)) IS NOT 16)",
     [S_COUNT_EXPIRED] = "SELECT count(*) FROM idem_keys WHERE expires_at <= ?1 "
                         "AND state IN (2, 3)",
+    /* The counters of events are rows of idem_meta, made by their first
+     * event: a database written before they existed needs no migration,
+     * and a missing row reads as 0. */
+    [S_COUNTER_ADD] = "INSERT INTO idem_meta (name, value) VALUES (?1, ?2) "
+                      "ON CONFLICT (name) DO UPDATE SET value = value + ?2",
+    [S_COUNTERS] =
+        "SELECT name, value FROM idem_meta "
+        "WHERE name IN ('" IDEM__COUNT_EVICTIONS "', '" IDEM__COUNT_POISONINGS
+        "', '" IDEM__COUNT_TAKEOVERS "')",
 };
 
 struct idem__store {
@@ -918,6 +929,36 @@ static int count_one(idem__store *st, int id, int64_t a,
   return rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
+int idem__counter_add(idem__store *st, const char *name, uint64_t n) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_COUNTER_ADD, &s);
+  if (rc || (rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC)) ||
+      (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)n)))
+    return rc;
+  return run(s);
+}
+
+static int read_counters(idem__store *st, idem_stats *out) {
+  sqlite3_stmt *s;
+  int rc = stmt(st, S_COUNTERS, &s);
+  if (rc)
+    return rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const char *name = (const char *)sqlite3_column_text(s, 0);
+    uint64_t v = (uint64_t)sqlite3_column_int64(s, 1);
+    if (!name)
+      continue;
+    if (strcmp(name, IDEM__COUNT_EVICTIONS) == 0)
+      out->total_evictions = v;
+    else if (strcmp(name, IDEM__COUNT_POISONINGS) == 0)
+      out->total_poisonings = v;
+    else if (strcmp(name, IDEM__COUNT_TAKEOVERS) == 0)
+      out->total_takeovers = v;
+  }
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
                      const unsigned char *boot, idem_stats *out) {
   sqlite3_stmt *s;
@@ -933,7 +974,8 @@ int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
   if (rc != SQLITE_DONE)
     return rc;
   if ((rc = count_one(st, S_COUNT_LEASED, lease_now, boot, &out->leased)) ||
-      (rc = count_one(st, S_COUNT_EXPIRED, wall_now, NULL, &out->expired)))
+      (rc = count_one(st, S_COUNT_EXPIRED, wall_now, NULL, &out->expired)) ||
+      (rc = read_counters(st, out)))
     return rc;
   sqlite3_stmt *p;
   int64_t pages = 0, size = 0;

@@ -184,7 +184,17 @@ int idem__rows_evictable(idem__store *st,
                          void *ctx);
 /* Gives free pages back to the file system and checkpoints the WAL. */
 void idem__store_compact(idem__store *st);
+/* Counts rows per state, and reads the counters of events below, in the
+ * caller's read snapshot. */
 int idem__rows_count(idem__store *st, int64_t lease_now, int64_t wall_now,
                      const unsigned char *boot, idem_stats *out);
+
+/* Counters of events kept in the database, for every process to see: each
+ * is added to in the transaction of its event, so a rolled-back event is
+ * not counted. */
+#define IDEM__COUNT_EVICTIONS "evictions"   /* rows evicted by the caps */
+#define IDEM__COUNT_POISONINGS "poisonings" /* keys poisoned by a begin */
+#define IDEM__COUNT_TAKEOVERS "takeovers"   /* claims over an ended lease */
+int idem__counter_add(idem__store *st, const char *name, uint64_t n);
 
 #endif

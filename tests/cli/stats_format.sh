@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # idem stats --format=prometheus writes the node_exporter textfile format:
-# a HELP and a TYPE line for each gauge, then its samples, labelled with
-# the database. --format=json is --json, which gains the age of the
+# a HELP and a TYPE line for each gauge and counter, then its samples,
+# labelled with the database. --format=json is --json, which gains the age of the
 # oldest live lease; the text keeps its lines and gains that age too.
 . "$(dirname "$0")/lib.sh"
 
@@ -27,9 +27,10 @@ db = sys.argv[1]
 lines = open("prom").read().split("\n")
 assert lines[-1] == "", "no final newline"
 lines = lines[:-1]
-# The text format: comments "# HELP name text" and "# TYPE name gauge",
-# then samples "name{labels} value"; each metric's HELP and TYPE come
-# before its samples, once.
+# The text format: comments "# HELP name text" and "# TYPE name gauge"
+# (or counter, for the counters kept in the database, named *_total), then
+# samples "name{labels} value"; each metric's HELP and TYPE come before its
+# samples, once.
 sample = re.compile(r'^([a-z_]+)\{((?:[a-z_]+="(?:[^"\\\n]|\\.)*",?)*)\} ([0-9]+(?:\.[0-9]+)?)$')
 helped, typed, values = set(), set(), {}
 for l in lines:
@@ -40,7 +41,8 @@ for l in lines:
         helped.add(name)
     elif l.startswith("# TYPE "):
         _, _, name, kind = l.split(" ")
-        assert kind == "gauge" and name in helped and name not in typed, l
+        want = "counter" if name.endswith("_total") else "gauge"
+        assert kind == want and name in helped and name not in typed, l
         typed.add(name)
     else:
         m = sample.match(l)
@@ -61,7 +63,10 @@ assert v("idem_expired") == 1, values
 assert v("idem_db_bytes") > 0, values
 assert 1.0 <= v("idem_oldest_lease_age_seconds") < 60, values
 assert v("idem_schema_version") >= 1, values
-assert len(values) == 9, values
+assert v("idem_poisonings_total") == 1, values
+assert v("idem_takeovers_total") == 0, values
+assert v("idem_evictions_total") == 0, values
+assert len(values) == 12, values
 PY
 ok
 
@@ -78,6 +83,7 @@ a.pop("oldest_lease_age_ms"), b.pop("oldest_lease_age_ms")
 assert a == b, (a, b)
 assert b["rows"] == {"pending": 2, "completed": 2, "failed": 1, "poisoned": 1}, b
 assert b["leased"] == 1 and b["expired"] == 1 and b["db_bytes"] > 0, b
+assert (b["evictions"], b["poisonings"], b["takeovers"]) == (0, 1, 0), b
 PY
 ok
 python3 -c '
@@ -95,7 +101,8 @@ grep -v '^oldest live lease' out | cmp -s - text ||
   fail "--format=text is not the default"
 ok
 for line in "pending: 2 (1 with a live lease)" "completed: 2" "failed: 1" \
-  "poisoned: 1" "expired: 1 (removed by idem gc)" "database: $IDEM_DB"; do
+  "poisoned: 1" "expired: 1 (removed by idem gc)" "database: $IDEM_DB" \
+  "evictions: 0" "poisonings: 1" "takeovers: 0"; do
   grep -qxF "$line" out || fail "stats lacks '$line': $(cat out)"
   ok
 done
