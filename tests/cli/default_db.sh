@@ -32,7 +32,7 @@ fi
 
 # user_idem VAR=VALUE... COMMAND...: runs COMMAND as that user with only
 # PATH and the variables given, stdout in ./out, stderr in ./err.
-mkdir -m 777 work
+mkdir -m 777 cwd
 user_idem() {
   as_user env -i PATH="$PATH" "$@" >"$T/out" 2>"$T/err"
   RC=$?
@@ -41,16 +41,16 @@ user_idem() {
 # XDG_STATE_HOME, absolute and not there yet: created, 0700.
 mkdir -m 777 u
 user_idem XDG_STATE_HOME="$T/u/xdg" HOME="$T/u/home" sh -c \
-  "cd '$T/work' && exec '$IDEM' run k echo hi"
+  "cd '$T/cwd' && exec '$IDEM' run k echo hi"
 expect_rc 0 "run with the default database"
 expect_out "hi" "run with the default database"
-[ -f "$T/u/xdg/idem/idem.db" ] || fail "not in \$XDG_STATE_HOME/idem: $(find "$T/u" "$T/work")"
+[ -f "$T/u/xdg/idem/idem.db" ] || fail "not in \$XDG_STATE_HOME/idem: $(find "$T/u" "$T/cwd")"
 ok
 [ "$(mode_of "$T/u/xdg/idem")" = 700 ] || fail "mode of xdg/idem: $(mode_of "$T/u/xdg/idem")"
 ok
 [ ! -e "$T/u/home" ] || fail "HOME was used though XDG_STATE_HOME is set"
 ok
-[ -z "$(ls -A "$T/work")" ] || fail "something was created in the current directory: $(ls -A "$T/work")"
+[ -z "$(ls -A "$T/cwd")" ] || fail "something was created in the current directory: $(ls -A "$T/cwd")"
 ok
 # The same database again, from another directory: replayed.
 user_idem XDG_STATE_HOME="$T/u/xdg" HOME="$T/u/home" sh -c \
@@ -68,10 +68,10 @@ mkdir -m 777 h
 for xdg in unset relative; do
   set -- HOME="$T/h/$xdg"
   [ "$xdg" = relative ] && set -- "$@" XDG_STATE_HOME=rel/state
-  user_idem "$@" sh -c "umask 022; cd '$T/work' && exec '$IDEM' run k echo $xdg"
+  user_idem "$@" sh -c "umask 022; cd '$T/cwd' && exec '$IDEM' run k echo $xdg"
   expect_rc 0 "XDG_STATE_HOME $xdg"
   [ -f "$T/h/$xdg/.local/state/idem/idem.db" ] ||
-    fail "XDG_STATE_HOME $xdg: not in ~/.local/state/idem: $(find "$T/h" "$T/work")"
+    fail "XDG_STATE_HOME $xdg: not in ~/.local/state/idem: $(find "$T/h" "$T/cwd")"
   ok
   for d in .local .local/state .local/state/idem; do
     [ "$(mode_of "$T/h/$xdg/$d")" = 700 ] ||
@@ -79,7 +79,7 @@ for xdg in unset relative; do
     ok
   done
 done
-[ ! -e "$T/work/rel" ] || fail "a relative XDG_STATE_HOME was used"
+[ ! -e "$T/cwd/rel" ] || fail "a relative XDG_STATE_HOME was used"
 ok
 
 # The subcommands that do not create a database create no directory
@@ -133,7 +133,7 @@ mount -t tmpfs tmpfs /var/lib || exit 3
 [ -z "\$(ls -A /var/lib)" ] || exit 3
 export HOME="$T/roothome" XDG_STATE_HOME="$T/rootxdg"
 unset IDEM_DB
-cd "$T/work" || exit 1
+cd "$T/cwd" || exit 1
 "$IDEM" list >"$T/root-list.out" 2>"$T/root-list.err"
 echo "list \$?"
 [ -e /var/lib/idem ] && echo "list created /var/lib/idem"
@@ -172,7 +172,7 @@ grep -qx "database there" out || fail "root: no /var/lib/idem/idem.db: $(cat out
 ok
 [ "$(tail -1 out)" = k ] || fail "root: list: $(cat out)"
 ok
-[ ! -e "$T/roothome" ] && [ ! -e "$T/rootxdg" ] && [ -z "$(ls -A "$T/work")" ] ||
+[ ! -e "$T/roothome" ] && [ ! -e "$T/rootxdg" ] && [ -z "$(ls -A "$T/cwd")" ] ||
   fail "root: HOME, XDG_STATE_HOME or the current directory was used"
 ok
 
