@@ -407,6 +407,13 @@ static int evict_batch(idem_db *db, uint64_t *count) {
   return delete_chosen(db, &v.c, rc, "evict", count);
 }
 
+/* Gives the pages deletions freed back to the file system, after a purge. */
+static void compact(idem_db *db) {
+  idem__lock(db);
+  idem__store_compact(db->store);
+  idem__unlock(db);
+}
+
 int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
   if (count_out)
     *count_out = 0;
@@ -449,11 +456,8 @@ int idem_purge(idem_db *db, uint64_t limit, uint64_t *count_out) {
               "%s: evicted %llu row(s) to stay under max_rows/max_bytes",
               db->path, (unsigned long long)evicted);
   }
-  if (!code) {
-    idem__lock(db);
-    idem__store_compact(db->store);
-    idem__unlock(db);
-  }
+  if (!code)
+    compact(db);
   if (count_out)
     *count_out = total + evicted;
   return code;
@@ -531,11 +535,8 @@ int idem_purge_stale(idem_db *db, int state, int64_t older_than_ms,
     idem__log(db, IDEM_LOG_INFO,
               "%s: deleted %llu stale pending or poisoned row(s)", db->path,
               (unsigned long long)total);
-    if (!code) {
-      idem__lock(db);
-      idem__store_compact(db->store);
-      idem__unlock(db);
-    }
+    if (!code)
+      compact(db);
   }
   if (count_out)
     *count_out = total;
